@@ -1,0 +1,5 @@
+"""`python -m hoshikage` runs the command-line interface."""
+
+from hoshikage.cli.app import main
+
+main()

@@ -1,0 +1,35 @@
+"""The only package that talks to llama.cpp. Everything else uses these names."""
+
+from hoshikage.engine.engine import Engine, LoadOptions, default_threads
+from hoshikage.engine.generation import Generation
+from hoshikage.engine.types import (
+    BackendUnavailableError,
+    ChatMessage,
+    ContextOverflowError,
+    EngineError,
+    FinishEvent,
+    ModelInfo,
+    SamplingParams,
+    Timings,
+    TokenEvent,
+    UnsupportedFormatError,
+    Usage,
+)
+
+__all__ = [
+    "BackendUnavailableError",
+    "ChatMessage",
+    "ContextOverflowError",
+    "Engine",
+    "EngineError",
+    "FinishEvent",
+    "Generation",
+    "LoadOptions",
+    "ModelInfo",
+    "SamplingParams",
+    "Timings",
+    "TokenEvent",
+    "UnsupportedFormatError",
+    "Usage",
+    "default_threads",
+]

@@ -1,0 +1,194 @@
+"""The engine's front door: load a model, turn chats and prompts into token streams."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from hoshikage.engine.backend import resolve_offload
+from hoshikage.engine.generation import Generation
+from hoshikage.engine.model import LlamaModel
+from hoshikage.engine.scheduler import ContextConfig, Scheduler
+from hoshikage.engine.templates import ChatTemplate
+from hoshikage.engine.types import (
+    ChatMessage,
+    ContextOverflowError,
+    EngineError,
+    ModelInfo,
+    PreparedPrompt,
+    SamplingParams,
+)
+from hoshikage.engine.window import fit_messages
+
+log = logging.getLogger(__name__)
+
+# With no max_tokens, keep at least this much of the window free for the answer.
+DEFAULT_ANSWER_RESERVE = 512
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How to load a model: hardware placement and context shape."""
+
+    n_ctx: int = 4096
+    n_batch: int = 512
+    n_threads: int | None = None
+    use_mmap: bool = True
+    use_mlock: bool = False
+    flash_attn: str = "auto"
+    kv_cache_type: str = "f16"
+    backend: str = "auto"
+    gpu_layers: int | None = None
+    chat_template: str | None = None
+
+
+def default_threads() -> int:
+    """Physical cores: hyper-threads slow llama.cpp's decoding down rather than up."""
+    return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+
+
+class Engine:
+    """A loaded model with its chat template and its engine thread.
+
+    `chat` and `complete` return a Generation at once; tokens arrive from the engine thread.
+    """
+
+    def __init__(self, path: Path, options: LoadOptions) -> None:
+        started = time.perf_counter()
+        n_gpu_layers, backend_label = resolve_offload(options.backend, options.gpu_layers)
+        self.model = LlamaModel(
+            path, n_gpu_layers=n_gpu_layers, use_mmap=options.use_mmap, use_mlock=options.use_mlock
+        )
+        try:
+            n_ctx = options.n_ctx or self.model.n_ctx_train
+            if n_ctx > self.model.n_ctx_train > 0:
+                log.warning(
+                    "n_ctx %d is beyond the %d tokens %s was trained on; expect worse answers",
+                    n_ctx,
+                    self.model.n_ctx_train,
+                    path.name,
+                )
+            self.template = ChatTemplate.resolve(
+                options.chat_template,
+                self.model.chat_template(),
+                bos_token=self.model.token_text(self.model.bos_id),
+                eos_token=self.model.token_text(self.model.eos_id),
+            )
+            if self.template.is_fallback:
+                log.warning(
+                    "%s has no chat template; using the built-in %r template (set "
+                    "chat_template to choose another)",
+                    path.name,
+                    self.template.origin.removeprefix("built-in:"),
+                )
+            self.scheduler = Scheduler(
+                self.model,
+                ContextConfig(
+                    n_ctx=n_ctx,
+                    n_batch=options.n_batch,
+                    n_threads=options.n_threads or default_threads(),
+                    flash_attn=options.flash_attn,
+                    kv_cache_type=options.kv_cache_type,
+                ),
+            )
+        except BaseException:
+            self.model.close()
+            raise
+        metadata = self.model.metadata()
+        self.info = ModelInfo(
+            path=str(path),
+            name=metadata.get("general.name") or path.stem,
+            architecture=metadata.get("general.architecture", "unknown"),
+            n_params=self.model.n_params,
+            size_bytes=self.model.size_bytes,
+            n_ctx_train=self.model.n_ctx_train,
+            n_ctx=self.scheduler.n_ctx,
+            n_layer=self.model.n_layer,
+            n_gpu_layers=n_gpu_layers,
+            backend=backend_label,
+            load_seconds=time.perf_counter() - started,
+            chat_template_source=self.template.origin,
+            metadata=metadata,
+        )
+        log.info(
+            "loaded %s (%s, %d layers, backend %s) in %.2fs",
+            path.name,
+            self.info.architecture,
+            self.info.n_layer,
+            backend_label,
+            self.info.load_seconds,
+        )
+
+    @property
+    def n_ctx(self) -> int:
+        return self.scheduler.n_ctx
+
+    def close(self) -> None:
+        self.scheduler.close()
+        self.model.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # --- prompts -------------------------------------------------------------------------
+    def count_chat_tokens(self, messages: Sequence[ChatMessage]) -> int:
+        return len(self.model.tokenize(self.template.render(messages)))
+
+    def prepare_chat(
+        self, messages: Sequence[ChatMessage], params: SamplingParams
+    ) -> PreparedPrompt:
+        """Render the template over as much recent history as fits, and tokenise it."""
+        reserved = self._reserved(params)
+        kept, dropped, _ = fit_messages(
+            messages,
+            self.count_chat_tokens,
+            self.n_ctx - reserved,
+            n_ctx=self.n_ctx,
+            reserved=reserved,
+        )
+        if dropped:
+            log.info("dropped the %d oldest messages to fit the context window", dropped)
+        tokens = self.model.tokenize(self.template.render(kept))
+        return PreparedPrompt(tokens, dropped, self._max_new(params, len(tokens)))
+
+    def prepare_completion(self, prompt: str, params: SamplingParams) -> PreparedPrompt:
+        tokens = self.model.tokenize(prompt)
+        reserved = self._reserved(params)
+        if len(tokens) + reserved > self.n_ctx:
+            raise ContextOverflowError(
+                f"the prompt is {len(tokens)} tokens and {reserved} more are reserved for the "
+                f"answer, but the context window holds {self.n_ctx} tokens",
+                n_prompt_tokens=len(tokens),
+                n_ctx=self.n_ctx,
+            )
+        return PreparedPrompt(tokens, 0, self._max_new(params, len(tokens)))
+
+    def _reserved(self, params: SamplingParams) -> int:
+        if params.max_tokens is not None:
+            return params.max_tokens
+        return min(DEFAULT_ANSWER_RESERVE, self.n_ctx // 4)
+
+    def _max_new(self, params: SamplingParams, n_prompt: int) -> int:
+        room = self.n_ctx - n_prompt
+        return room if params.max_tokens is None else min(params.max_tokens, room)
+
+    # --- generation ----------------------------------------------------------------------
+    def chat(self, messages: Sequence[ChatMessage], params: SamplingParams) -> Generation:
+        if not messages:
+            raise EngineError("a chat needs at least one message")
+        return self.scheduler.submit(self.prepare_chat(messages, params), params)
+
+    def complete(self, prompt: str, params: SamplingParams) -> Generation:
+        return self.scheduler.submit(self.prepare_completion(prompt, params), params)
+
+    def generate(self, prepared: PreparedPrompt, params: SamplingParams) -> Generation:
+        return self.scheduler.submit(prepared, params)

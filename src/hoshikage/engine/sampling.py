@@ -1,0 +1,65 @@
+"""Sampler chains built from request parameters, in llama.cpp's own order."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+
+import llama_cpp
+
+from hoshikage.engine.types import SamplingParams
+
+
+class Sampler:
+    """One request's llama.cpp sampler chain: penalties, then top-k/top-p/min-p, temperature, draw.
+
+    Each sequence gets its own chain, so its seed, penalties and history are its own.
+    """
+
+    def __init__(self, params: SamplingParams, n_vocab: int) -> None:
+        self.seed = params.seed if params.seed is not None else secrets.randbits(31)
+        chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+        self._chain = chain
+        penalised = (
+            params.repeat_penalty != 1.0
+            or params.frequency_penalty != 0.0
+            or params.presence_penalty != 0.0
+        )
+        if penalised and params.repeat_last_n != 0:
+            self._add(
+                llama_cpp.llama_sampler_init_penalties(
+                    n_vocab,
+                    params.repeat_last_n,
+                    params.repeat_penalty,
+                    params.frequency_penalty,
+                    params.presence_penalty,
+                )
+            )
+        if params.greedy:
+            self._add(llama_cpp.llama_sampler_init_greedy())
+            return
+        if params.top_k > 0:
+            self._add(llama_cpp.llama_sampler_init_top_k(params.top_k))
+        if params.top_p < 1.0:
+            self._add(llama_cpp.llama_sampler_init_top_p(params.top_p, 1))
+        if params.min_p > 0.0:
+            self._add(llama_cpp.llama_sampler_init_min_p(params.min_p, 1))
+        self._add(llama_cpp.llama_sampler_init_temp(params.temperature))
+        self._add(llama_cpp.llama_sampler_init_dist(self.seed))
+
+    def _add(self, sampler: llama_cpp.llama_sampler_p) -> None:
+        llama_cpp.llama_sampler_chain_add(self._chain, sampler)
+
+    def remember(self, tokens: Sequence[int]) -> None:
+        """Let the penalties see tokens that were not sampled here (the prompt)."""
+        for token in tokens:
+            llama_cpp.llama_sampler_accept(self._chain, token)
+
+    def sample(self, context: llama_cpp.llama_context_p, logits_index: int) -> int:
+        """Pick the next token from the logits at logits_index; the chain records it."""
+        return int(llama_cpp.llama_sampler_sample(self._chain, context, logits_index))
+
+    def close(self) -> None:
+        if self._chain is not None:
+            llama_cpp.llama_sampler_free(self._chain)
+            self._chain = None

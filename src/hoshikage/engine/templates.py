@@ -1,0 +1,112 @@
+"""Chat templates: render a GGUF's own Jinja template, or a built-in one when it has none."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from hoshikage.engine.types import ChatMessage, EngineError
+
+# The conversation as one running text: what a base (non-chat) model continues best.
+# A user message followed by the model's answer is joined without a break, since the
+# answer continued that text; other turns start on a new line.
+PLAIN_TEMPLATE = (
+    "{%- for m in messages -%}"
+    "{%- if m.role == 'system' -%}{{ m.content }}\n\n"
+    "{%- else -%}{{ m.content }}"
+    "{%- if not loop.last and loop.nextitem.role != 'assistant' %}\n{% endif -%}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+)
+
+TRANSCRIPT_TEMPLATE = (
+    "{%- for m in messages -%}"
+    "{{ m.role | capitalize }}: {{ m.content }}\n"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt %}Assistant:{% endif -%}"
+)
+
+CHATML_TEMPLATE = (
+    "{%- for m in messages -%}"
+    "<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt %}<|im_start|>assistant\n{% endif -%}"
+)
+
+BUILTIN_TEMPLATES: dict[str, str] = {
+    "plain": PLAIN_TEMPLATE,
+    "transcript": TRANSCRIPT_TEMPLATE,
+    "chatml": CHATML_TEMPLATE,
+}
+FALLBACK_TEMPLATE_NAME = "plain"
+
+
+def _raise_exception(message: str) -> None:
+    raise jinja2.TemplateError(message)
+
+
+def _strftime_now(fmt: str) -> str:
+    return datetime.now().strftime(fmt)
+
+
+class ChatTemplate:
+    """A compiled chat template and the special tokens it may refer to."""
+
+    def __init__(
+        self,
+        source: str,
+        *,
+        bos_token: str = "",
+        eos_token: str = "",
+        origin: str = "gguf",
+        is_fallback: bool = False,
+    ) -> None:
+        environment = ImmutableSandboxedEnvironment(
+            trim_blocks=True, lstrip_blocks=True, loader=jinja2.BaseLoader()
+        )
+        environment.globals["raise_exception"] = _raise_exception
+        environment.globals["strftime_now"] = _strftime_now
+        try:
+            self._template = environment.from_string(source)
+        except jinja2.TemplateSyntaxError as exc:
+            raise EngineError(f"chat template ({origin}) does not compile: {exc}") from exc
+        self.source = source
+        self.origin = origin
+        self.bos_token = bos_token
+        self.eos_token = eos_token
+        self.is_fallback = is_fallback
+
+    @classmethod
+    def resolve(
+        cls, override: str | None, gguf_template: str | None, *, bos_token: str, eos_token: str
+    ) -> ChatTemplate:
+        """The override (a built-in name or Jinja text), else the GGUF's, else the fallback."""
+        tokens: dict[str, Any] = {"bos_token": bos_token, "eos_token": eos_token}
+        if override:
+            if override in BUILTIN_TEMPLATES:
+                return cls(BUILTIN_TEMPLATES[override], origin=f"built-in:{override}", **tokens)
+            return cls(override, origin="settings", **tokens)
+        if gguf_template:
+            return cls(gguf_template, origin="gguf", **tokens)
+        return cls(
+            BUILTIN_TEMPLATES[FALLBACK_TEMPLATE_NAME],
+            origin=f"built-in:{FALLBACK_TEMPLATE_NAME}",
+            is_fallback=True,
+            **tokens,
+        )
+
+    def render(self, messages: Sequence[ChatMessage], *, add_generation_prompt: bool = True) -> str:
+        try:
+            return self._template.render(
+                messages=[{"role": m.role, "content": m.content} for m in messages],
+                add_generation_prompt=add_generation_prompt,
+                bos_token=self.bos_token,
+                eos_token=self.eos_token,
+                tools=None,
+            )
+        except jinja2.TemplateError as exc:
+            raise EngineError(f"the model's chat template rejected the conversation: {exc}") from exc

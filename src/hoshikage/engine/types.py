@@ -1,0 +1,147 @@
+"""The engine's public vocabulary: requests in, events out. No llama.cpp here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Role = Literal["system", "user", "assistant", "tool"]
+FinishReason = Literal["stop", "length", "cancelled"]
+ROLES: tuple[Role, ...] = ("system", "user", "assistant", "tool")
+
+
+class EngineError(RuntimeError):
+    """Something the engine cannot do; the message says what and how to fix it."""
+
+
+class UnsupportedFormatError(EngineError):
+    """The file is not a GGUF model."""
+
+
+class BackendUnavailableError(EngineError):
+    """The requested GPU backend is not compiled into this llama.cpp build."""
+
+
+class ContextOverflowError(EngineError):
+    """A prompt cannot fit the context window even after dropping history."""
+
+    def __init__(self, message: str, *, n_prompt_tokens: int, n_ctx: int) -> None:
+        super().__init__(message)
+        self.n_prompt_tokens = n_prompt_tokens
+        self.n_ctx = n_ctx
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to pick tokens and when to stop. temperature 0 means greedy."""
+
+    temperature: float = 0.8
+    top_p: float = 0.95
+    top_k: int = 40
+    min_p: float = 0.05
+    repeat_penalty: float = 1.1
+    repeat_last_n: int = 64
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    seed: int | None = None
+    max_tokens: int | None = None
+    stop: tuple[str, ...] = ()
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0.0
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+    cached_prompt_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Seconds measured by the engine thread for one request."""
+
+    queued_s: float
+    time_to_first_token_s: float
+    prompt_eval_s: float
+    decode_s: float
+    total_s: float
+    prompt_tokens_evaluated: int
+    decode_tokens: int
+
+    @property
+    def prefill_tokens_per_s(self) -> float:
+        return _rate(self.prompt_tokens_evaluated, self.prompt_eval_s)
+
+    @property
+    def decode_tokens_per_s(self) -> float:
+        """Tokens after the first over the time after the first, as llama.cpp reports tg."""
+        return _rate(self.decode_tokens, self.decode_s)
+
+
+def _rate(count: int, seconds: float) -> float:
+    return count / seconds if seconds > 0 and count > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class TokenEvent:
+    """A piece of answer text; may be empty of text while a stop string is still undecided."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class FinishEvent:
+    finish_reason: FinishReason
+    usage: Usage
+    timings: Timings
+    dropped_messages: int = 0
+
+
+@dataclass(frozen=True)
+class ErrorEvent:
+    message: str
+
+
+Event = TokenEvent | FinishEvent | ErrorEvent
+
+
+@dataclass(frozen=True)
+class PreparedPrompt:
+    """Tokens ready for the scheduler, with what was dropped to make them fit."""
+
+    tokens: list[int]
+    dropped_messages: int = 0
+    max_new_tokens: int = 0
+
+
+@dataclass
+class ModelInfo:
+    """What the engine knows about a loaded model, for status displays."""
+
+    path: str
+    name: str
+    architecture: str
+    n_params: int
+    size_bytes: int
+    n_ctx_train: int
+    n_ctx: int
+    n_layer: int
+    n_gpu_layers: int
+    backend: str
+    load_seconds: float
+    chat_template_source: str
+    embedding: bool = False
+    metadata: dict[str, str] = field(default_factory=dict)

@@ -1,0 +1,199 @@
+"""Sessions and their messages: the conversation history every front end shares."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from hoshikage.store.database import Database, StoreError
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    id: str
+    name: str | None
+    model: str | None
+    system_prompt: str | None
+    params: dict[str, Any]
+    created_at: float
+    updated_at: float
+    message_count: int = 0
+
+    @property
+    def label(self) -> str:
+        return self.name or self.id[:8]
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    """A message to store; the statistics are filled for assistant answers."""
+
+    role: str
+    content: str
+    created_at: float = field(default_factory=time.time)
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    ttft_s: float | None = None
+    decode_tokens_per_s: float | None = None
+    total_s: float | None = None
+    finish_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class MessageRecord(NewMessage):
+    id: int = 0
+    session_id: str = ""
+
+
+_MESSAGE_COLUMNS = (
+    "role",
+    "content",
+    "created_at",
+    "prompt_tokens",
+    "completion_tokens",
+    "ttft_s",
+    "decode_tokens_per_s",
+    "total_s",
+    "finish_reason",
+)
+
+
+class SessionStore:
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    def create(
+        self,
+        *,
+        model: str | None = None,
+        system_prompt: str | None = None,
+        params: dict[str, Any] | None = None,
+        name: str | None = None,
+        created_at: float | None = None,
+    ) -> SessionRecord:
+        now = time.time()
+        session_id = uuid.uuid4().hex
+        with self._db.transaction() as conn:
+            if name is not None:
+                self._ensure_name_free(conn, name, session_id)
+            conn.execute(
+                "INSERT INTO sessions (id, name, model, system_prompt, params, created_at,"
+                " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    session_id,
+                    name,
+                    model,
+                    system_prompt,
+                    json.dumps(params or {}),
+                    created_at or now,
+                    now,
+                ),
+            )
+        return self.get(session_id)
+
+    def get(self, session_id: str) -> SessionRecord:
+        rows = self._db.query(_SESSION_SELECT + " WHERE s.id = ? GROUP BY s.id", (session_id,))
+        if not rows:
+            raise StoreError(f"no session with id {session_id}")
+        return _session_from_row(rows[0])
+
+    def find(self, name_or_id: str) -> SessionRecord:
+        """A session by exact name, by id, or by a unique id prefix."""
+        rows = self._db.query(
+            _SESSION_SELECT + " WHERE s.name = ? OR s.id = ? GROUP BY s.id", (name_or_id, name_or_id)
+        )
+        if not rows and len(name_or_id) >= 4:
+            rows = self._db.query(
+                _SESSION_SELECT + " WHERE s.id LIKE ? GROUP BY s.id", (name_or_id + "%",)
+            )
+        if not rows:
+            raise StoreError(f"no saved session named {name_or_id!r} (see /sessions)")
+        if len(rows) > 1:
+            raise StoreError(f"{name_or_id!r} matches several sessions; use more of the id")
+        return _session_from_row(rows[0])
+
+    def list(self, limit: int = 50) -> list[SessionRecord]:
+        rows = self._db.query(
+            _SESSION_SELECT + " GROUP BY s.id ORDER BY s.updated_at DESC LIMIT ?", (limit,)
+        )
+        return [_session_from_row(row) for row in rows]
+
+    def rename(self, session_id: str, name: str) -> SessionRecord:
+        if not name.strip():
+            raise StoreError("a session name cannot be empty")
+        with self._db.transaction() as conn:
+            self._ensure_name_free(conn, name, session_id)
+            conn.execute("UPDATE sessions SET name = ? WHERE id = ?", (name, session_id))
+        return self.get(session_id)
+
+    def update(
+        self,
+        session_id: str,
+        *,
+        model: str | None = None,
+        system_prompt: str | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> None:
+        """Record the session's current model, system prompt and parameters."""
+        with self._db.transaction() as conn:
+            conn.execute(
+                "UPDATE sessions SET model = COALESCE(?, model), system_prompt = ?,"
+                " params = COALESCE(?, params), updated_at = ? WHERE id = ?",
+                (
+                    model,
+                    system_prompt,
+                    None if params is None else json.dumps(params),
+                    time.time(),
+                    session_id,
+                ),
+            )
+
+    def delete(self, session_id: str) -> None:
+        with self._db.transaction() as conn:
+            conn.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
+
+    def append(self, session_id: str, messages: Sequence[NewMessage]) -> None:
+        """Store a whole turn atomically; it is on disk when this returns."""
+        with self._db.transaction() as conn:
+            conn.executemany(
+                f"INSERT INTO messages (session_id, {', '.join(_MESSAGE_COLUMNS)})"
+                f" VALUES (?, {', '.join('?' for _ in _MESSAGE_COLUMNS)})",
+                [
+                    (session_id, *(getattr(message, column) for column in _MESSAGE_COLUMNS))
+                    for message in messages
+                ],
+            )
+            conn.execute(
+                "UPDATE sessions SET updated_at = ? WHERE id = ?", (time.time(), session_id)
+            )
+
+    def messages(self, session_id: str) -> list[MessageRecord]:
+        rows = self._db.query(
+            f"SELECT id, session_id, {', '.join(_MESSAGE_COLUMNS)} FROM messages"
+            " WHERE session_id = ? ORDER BY id",
+            (session_id,),
+        )
+        return [MessageRecord(**dict(row)) for row in rows]
+
+    @staticmethod
+    def _ensure_name_free(conn: sqlite3.Connection, name: str, session_id: str) -> None:
+        row = conn.execute("SELECT id FROM sessions WHERE name = ?", (name,)).fetchone()
+        if row is not None and row["id"] != session_id:
+            raise StoreError(f"a session named {name!r} already exists; pick another name")
+
+
+_SESSION_SELECT = (
+    "SELECT s.*, COUNT(m.id) AS message_count FROM sessions s"
+    " LEFT JOIN messages m ON m.session_id = s.id"
+)
+
+
+def _session_from_row(row: sqlite3.Row) -> SessionRecord:
+    data = dict(row)
+    data["params"] = json.loads(data["params"] or "{}")
+    return SessionRecord(**data)

@@ -1,0 +1,123 @@
+"""Export a session to JSON and import one back, timestamps included."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from hoshikage.store.database import StoreError
+from hoshikage.store.sessions import NewMessage, SessionRecord, SessionStore
+
+FORMAT_NAME = "hoshikage-session"
+FORMAT_VERSION = 1
+
+
+class _MessageDoc(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str
+    timestamp: datetime | None = None
+    prompt_tokens: int | None = Field(None, ge=0)
+    completion_tokens: int | None = Field(None, ge=0)
+    finish_reason: str | None = None
+
+
+class _SessionDoc(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    format: Literal["hoshikage-session"] = FORMAT_NAME
+    version: int = FORMAT_VERSION
+    name: str | None = None
+    model: str | None = None
+    system_prompt: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime | None = None
+    messages: list[_MessageDoc]
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, tz=timezone.utc).isoformat()
+
+
+def export_session(sessions: SessionStore, session_id: str) -> dict[str, Any]:
+    record = sessions.get(session_id)
+    return {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "id": record.id,
+        "name": record.name,
+        "model": record.model,
+        "system_prompt": record.system_prompt,
+        "params": record.params,
+        "created_at": _iso(record.created_at),
+        "updated_at": _iso(record.updated_at),
+        "messages": [
+            {
+                "role": message.role,
+                "content": message.content,
+                "timestamp": _iso(message.created_at),
+                "prompt_tokens": message.prompt_tokens,
+                "completion_tokens": message.completion_tokens,
+                "finish_reason": message.finish_reason,
+            }
+            for message in sessions.messages(session_id)
+        ],
+    }
+
+
+def write_session_file(sessions: SessionStore, session_id: str, path: Path) -> None:
+    """Write atomically (temp file + rename) so a kill never leaves half a file."""
+    document = json.dumps(export_session(sessions, session_id), ensure_ascii=False, indent=2)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(document + "\n", encoding="utf-8")
+    temporary.replace(path)
+
+
+def import_session_file(sessions: SessionStore, path: Path) -> SessionRecord:
+    """Create a new session from a JSON file written by export (or by hand)."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise StoreError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise StoreError(f"{path} is not valid JSON: {exc}") from exc
+    if isinstance(raw, list):  # a bare list of messages is accepted too
+        raw = {"messages": raw}
+    try:
+        doc = _SessionDoc.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise StoreError(f"{path} is not a session file: {problems}") from None
+    name = doc.name
+    if name is not None and any(s.name == name for s in sessions.list(limit=10_000)):
+        name = None  # keep the import; the user can /save it under a new name
+    record = sessions.create(
+        model=doc.model,
+        system_prompt=doc.system_prompt,
+        params=doc.params,
+        name=name,
+        created_at=doc.created_at.timestamp() if doc.created_at else None,
+    )
+    sessions.append(
+        record.id,
+        [
+            NewMessage(
+                role=message.role,
+                content=message.content,
+                prompt_tokens=message.prompt_tokens,
+                completion_tokens=message.completion_tokens,
+                finish_reason=message.finish_reason,
+                **({"created_at": message.timestamp.timestamp()} if message.timestamp else {}),
+            )
+            for message in doc.messages
+        ],
+    )
+    return sessions.get(record.id)
