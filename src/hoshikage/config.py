@@ -6,12 +6,13 @@ the TOML file (``--config`` / ``HOSHIKAGE_CONFIG_FILE`` / the user config dir), 
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import platformdirs
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, TypeAdapter, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -88,7 +89,8 @@ class Settings(BaseSettings):
         None, ge=-1, description="Layers to offload (-1 = all). Required by backend=hybrid."
     )
     n_ctx: int = Field(
-        4096, ge=0, description="Context window in tokens (0 = the model's training context)."
+        4096, ge=0, description="Context window in tokens, at most the model's training context "
+        "(0 = that training context).",
     )
     n_batch: int = Field(512, ge=1, description="Prompt tokens evaluated per decode call.")
     n_threads: int | None = Field(
@@ -186,3 +188,26 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings(**given)
     except ValidationError as exc:
         raise SettingsError(describe_validation_error(exc)) from None
+
+
+def parse_setting_value(name: str, raw: str) -> Any:
+    """Validate text typed by a user (e.g. `/set top_k 20`) against the setting's own rules.
+
+    'none' clears an optional setting; a list setting takes one string or a JSON list.
+    """
+    field = Settings.model_fields.get(name)
+    if field is None:
+        raise SettingsError(f"unknown setting {name!r}")
+    text = raw.strip()
+    value: Any = text
+    if text.lower() in ("none", "null", "default") and not field.is_required():
+        value = None
+    elif field.annotation == list[str]:
+        value = json.loads(text) if text.startswith("[") else [text]
+    annotated = Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
+    adapter: TypeAdapter[Any] = TypeAdapter(annotated)
+    try:
+        return adapter.validate_python(value, strict=False)
+    except ValidationError as exc:
+        reason = "; ".join(error["msg"] for error in exc.errors())
+        raise SettingsError(f"invalid value {raw!r} for {name}: {reason}") from None

@@ -68,12 +68,14 @@ class Engine:
         try:
             n_ctx = options.n_ctx or self.model.n_ctx_train
             if n_ctx > self.model.n_ctx_train > 0:
-                log.warning(
-                    "n_ctx %d is beyond the %d tokens %s was trained on; expect worse answers",
+                # Beyond its training window a model degrades; cap it, as Ollama does.
+                log.info(
+                    "n_ctx %d capped at the %d tokens %s was trained on",
                     n_ctx,
                     self.model.n_ctx_train,
                     path.name,
                 )
+                n_ctx = self.model.n_ctx_train
             self.template = ChatTemplate.resolve(
                 options.chat_template,
                 self.model.chat_template(),
@@ -81,7 +83,7 @@ class Engine:
                 eos_token=self.model.token_text(self.model.eos_id),
             )
             if self.template.is_fallback:
-                log.warning(
+                log.info(
                     "%s has no chat template; using the built-in %r template (set "
                     "chat_template to choose another)",
                     path.name,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import time
 from pathlib import Path
@@ -157,3 +158,8 @@ class LlamaModel:
 
     def is_end_of_generation(self, token: int) -> bool:
         return bool(llama_cpp.llama_vocab_is_eog(self.vocab, token))
+
+    @functools.cached_property
+    def end_of_generation_tokens(self) -> tuple[int, ...]:
+        """Every token that ends generation (EOS, EOT, <|im_end|> …), found once per model."""
+        return tuple(token for token in range(self.n_vocab) if self.is_end_of_generation(token))

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import secrets
 from collections.abc import Sequence
 
 import llama_cpp
 
+from hoshikage.engine.model import LlamaModel
 from hoshikage.engine.types import SamplingParams
 
 
@@ -16,10 +18,19 @@ class Sampler:
     Each sequence gets its own chain, so its seed, penalties and history are its own.
     """
 
-    def __init__(self, params: SamplingParams, n_vocab: int) -> None:
+    def __init__(self, params: SamplingParams, model: LlamaModel) -> None:
+        n_vocab = model.n_vocab
         self.seed = params.seed if params.seed is not None else secrets.randbits(31)
         chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
         self._chain = chain
+        biases = list(params.logit_bias)
+        if params.ignore_eos:
+            biases += [(token, -math.inf) for token in model.end_of_generation_tokens]
+        if biases:
+            entries = (llama_cpp.llama_logit_bias * len(biases))()
+            for entry, (token, bias) in zip(entries, biases):
+                entry.token, entry.bias = token, bias
+            self._add(llama_cpp.llama_sampler_init_logit_bias(n_vocab, len(biases), entries))
         penalised = (
             params.repeat_penalty != 1.0
             or params.frequency_penalty != 0.0

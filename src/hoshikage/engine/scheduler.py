@@ -187,7 +187,7 @@ class Scheduler:
         if not tokens:
             raise EngineError("the prompt is empty")
         reused = self._reuse_prefix(tokens)
-        sampler = Sampler(job.params, self._model.n_vocab)
+        sampler = Sampler(job.params, self._model)
         try:
             self._prefill(job, tokens, reused)
         except _JobCancelled:

@@ -52,6 +52,8 @@ class SamplingParams:
     seed: int | None = None
     max_tokens: int | None = None
     stop: tuple[str, ...] = ()
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias); -inf bans a token
+    ignore_eos: bool = False  # keep generating past end-of-generation tokens (benchmarks)
 
     @property
     def greedy(self) -> bool:

@@ -1,0 +1,187 @@
+"""The terminal chat: read a message, stream the answer, store the turn, handle slash commands."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+
+from hoshikage.cli.commands import CommandError, SlashCommands
+from hoshikage.cli.input import LineReader, read_message
+from hoshikage.config import Settings
+from hoshikage.conversation.chat import Conversation
+from hoshikage.conversation.presets import PresetBook
+from hoshikage.engine import Engine, EngineError, Generation, TokenEvent
+from hoshikage.runtime import load_options, resolve_model, sampling_defaults
+from hoshikage.store import SessionStore, StoreError
+from hoshikage.store.transfer import write_session_file
+
+log = logging.getLogger(__name__)
+
+
+class ChatRepl:
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: SessionStore,
+        console: Console,
+        reader: LineReader,
+        *,
+        save_history: Path | None = None,
+        conversation: Conversation | None = None,
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.console = console
+        self.reader = reader
+        self.save_history = save_history
+        self.presets = PresetBook(settings.presets)
+        self.engine: Engine | None = None
+        self.model_name = settings.model
+        self.conversation = conversation or self.new_conversation()
+        self.commands = SlashCommands(self)
+
+    # --- set-up --------------------------------------------------------------------------
+    def initial_system_prompt(self) -> str | None:
+        if self.settings.system is not None:
+            return self.settings.system or None
+        return self.presets.get(self.settings.preset).system_prompt
+
+    def new_conversation(self) -> Conversation:
+        return Conversation(
+            self.sessions,
+            system_prompt=self.initial_system_prompt(),
+            params=sampling_defaults(self.settings),
+            model_label=self.model_name,
+        )
+
+    def load_model(self, name: str | None, settings: Settings | None = None) -> None:
+        """Load (or switch to) a model; on failure the previous one is loaded back."""
+        settings = settings or self.settings
+        path = resolve_model(name, settings)
+        previous = (self.model_name, self.settings) if self.engine is not None else None
+        self.unload_model()
+        try:
+            with self.console.status(f"Loading {path.name}…", spinner="dots"):
+                self.engine = Engine(path, load_options(settings))
+        except EngineError:
+            if previous is not None:
+                with self.console.status("Loading the previous model back…", spinner="dots"):
+                    self.engine = Engine(resolve_model(previous[0], previous[1]), load_options(previous[1]))
+            raise
+        self.model_name, self.settings = name, settings
+        self.conversation.model_label = name
+        info = self.engine.info
+        self.console.print(
+            f"[dim]Loaded {escape(info.name)} ({info.architecture}, {info.n_layer} layers) on "
+            f"{info.backend} in {info.load_seconds:.2f}s · context {info.n_ctx} tokens[/dim]"
+        )
+        if self.engine.template.is_fallback:
+            self.console.print(
+                f"[dim]This model has no chat template; using the built-in "
+                f"{self.engine.template.origin.removeprefix('built-in:')!r} one "
+                f"(set chat_template to choose another).[/dim]"
+            )
+
+    def unload_model(self) -> None:
+        if self.engine is not None:
+            self.engine.close()
+            self.engine = None
+
+    # --- the loop ------------------------------------------------------------------------
+    def run(self) -> int:
+        try:
+            self.load_model(self.model_name)
+        except EngineError as exc:
+            self.console.print(f"[red]error:[/red] {escape(str(exc))}")
+            return 1
+        self.console.print("[dim]Type /help for commands, Ctrl+D or /exit to quit.[/dim]")
+        try:
+            while True:
+                try:
+                    text = read_message(self.reader, self.settings.user_prompt)
+                except KeyboardInterrupt:
+                    continue  # ^C at the prompt clears the line, as in a shell
+                except EOFError:
+                    break
+                if not text.strip():
+                    continue
+                if text.lstrip().startswith("/"):
+                    if not self.run_command(text.strip()):
+                        break
+                    continue
+                self.answer(text)
+        finally:
+            self.unload_model()
+        return 0
+
+    def run_command(self, line: str) -> bool:
+        """Run a slash command; False means quit."""
+        try:
+            return self.commands.dispatch(line)
+        except (CommandError, EngineError, StoreError) as exc:
+            self.console.print(f"[yellow]{escape(str(exc))}[/yellow]")
+            return True
+
+    def answer(self, text: str) -> None:
+        assert self.engine is not None
+        try:
+            turn = self.conversation.start_turn(self.engine, text)
+        except EngineError as exc:
+            self.console.print(f"[red]error:[/red] {escape(str(exc))}")
+            return
+        try:
+            self.stream(turn.generation)
+        except EngineError as exc:
+            self.console.print(f"\n[red]error:[/red] {escape(str(exc))}")
+            return
+        self.conversation.commit(turn)
+        finish = turn.generation.finish
+        assert finish is not None
+        if finish.finish_reason == "cancelled":
+            self.console.print("[dim](stopped)[/dim]")
+        if finish.dropped_messages:
+            self.console.print(
+                f"[dim]({finish.dropped_messages} oldest messages left out to fit the "
+                f"{self.engine.n_ctx}-token context window)[/dim]"
+            )
+        if self.save_history is not None:
+            write_session_file(self.sessions, self.conversation.ensure_saved().id, self.save_history)
+
+    def stream(self, generation: Generation) -> None:
+        """Print tokens as they come; a spinner until the first; Ctrl+C stops the answer."""
+        status = self.console.status("Thinking…", spinner="dots")
+        status.start()
+        shown = False  # the answer's leading whitespace is not worth showing
+        try:
+            for event in generation:
+                if not isinstance(event, TokenEvent):
+                    continue
+                text = event.text if shown else event.text.lstrip()
+                if not text:
+                    continue
+                if not shown:
+                    status.stop()
+                    self.console.print(self.settings.assistant_prompt, end="", markup=False)
+                    shown = True
+                self.console.print(text, end="", markup=False, highlight=False, soft_wrap=True)
+                self.console.file.flush()
+        except KeyboardInterrupt:
+            generation.cancel()
+            self.drain(generation)
+        finally:
+            status.stop()
+        if not shown:
+            self.console.print(self.settings.assistant_prompt, end="", markup=False)
+        self.console.print()
+
+    @staticmethod
+    def drain(generation: Generation) -> None:
+        """After a cancel, read the stream to its end; further ^C presses are ignored."""
+        while generation.finish is None:
+            try:
+                generation.wait()
+            except KeyboardInterrupt:
+                continue

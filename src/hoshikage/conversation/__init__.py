@@ -1,0 +1,1 @@
+"""Conversations: history and parameters of a chat, presets, and (later) memory."""

@@ -1,0 +1,168 @@
+"""A conversation in progress: history, system prompt and parameters, stored turn by turn.
+
+Front ends (the terminal chat now, the server later) start a turn, consume its event
+stream however they like, then commit it. Committing writes the user message and the answer
+in one transaction, so an acknowledged turn is never lost and never half-stored.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from hoshikage.engine import ChatMessage, Engine, FinishEvent, Generation, SamplingParams
+from hoshikage.store import NewMessage, SessionRecord, SessionStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Turn:
+    """One question and the generation answering it."""
+
+    user_text: str
+    generation: Generation
+
+
+@dataclass
+class ConversationStats:
+    """Totals over the turns of this conversation in this process."""
+
+    turns: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    decode_tokens: int = 0
+    decode_seconds: float = 0.0
+    total_seconds: float = 0.0
+    last: FinishEvent | None = None
+    dropped_messages_last: int = field(default=0)
+
+    def add(self, finish: FinishEvent) -> None:
+        self.turns += 1
+        self.prompt_tokens += finish.usage.prompt_tokens
+        self.completion_tokens += finish.usage.completion_tokens
+        self.cached_prompt_tokens += finish.usage.cached_prompt_tokens
+        self.decode_tokens += finish.timings.decode_tokens
+        self.decode_seconds += finish.timings.decode_s
+        self.total_seconds += finish.timings.total_s
+        self.last = finish
+        self.dropped_messages_last = finish.dropped_messages
+
+    @property
+    def mean_decode_tokens_per_s(self) -> float:
+        return self.decode_tokens / self.decode_seconds if self.decode_seconds > 0 else 0.0
+
+
+def sampling_to_dict(params: SamplingParams) -> dict[str, Any]:
+    data = asdict(params)
+    data["stop"] = list(params.stop)
+    return data
+
+
+def sampling_from_dict(data: dict[str, Any], defaults: SamplingParams) -> SamplingParams:
+    """Parameters saved with a session, over the current defaults (unknown keys ignored)."""
+    known = {key: value for key, value in data.items() if key in sampling_to_dict(defaults)}
+    if "stop" in known:
+        known["stop"] = tuple(known["stop"] or ())
+    merged = {**sampling_to_dict(defaults), **known}
+    merged["stop"] = tuple(merged["stop"])
+    return SamplingParams(**merged)
+
+
+class Conversation:
+    def __init__(
+        self,
+        sessions: SessionStore,
+        *,
+        system_prompt: str | None,
+        params: SamplingParams,
+        model_label: str | None = None,
+        session: SessionRecord | None = None,
+        history: list[ChatMessage] | None = None,
+    ) -> None:
+        self._sessions = sessions
+        self.system_prompt = system_prompt
+        self.params = params
+        self.model_label = model_label
+        self.session = session
+        self.history: list[ChatMessage] = list(history or [])
+        self.stats = ConversationStats()
+
+    @classmethod
+    def resume(
+        cls, sessions: SessionStore, session: SessionRecord, *, defaults: SamplingParams
+    ) -> Conversation:
+        """Continue a stored session with its history, system prompt and parameters."""
+        history = [
+            ChatMessage(role=message.role, content=message.content)  # type: ignore[arg-type]
+            for message in sessions.messages(session.id)
+            if message.role != "system"
+        ]
+        return cls(
+            sessions,
+            system_prompt=session.system_prompt,
+            params=sampling_from_dict(session.params, defaults),
+            model_label=session.model,
+            session=session,
+            history=history,
+        )
+
+    def messages_for(self, user_text: str) -> list[ChatMessage]:
+        system = [ChatMessage("system", self.system_prompt)] if self.system_prompt else []
+        return [*system, *self.history, ChatMessage("user", user_text)]
+
+    def start_turn(self, engine: Engine, user_text: str) -> Turn:
+        return Turn(user_text, engine.chat(self.messages_for(user_text), self.params))
+
+    def commit(self, turn: Turn) -> None:
+        """Store a finished turn (a cancelled one keeps what was shown) and add it to history."""
+        finish = turn.generation.finish
+        if finish is None:
+            raise RuntimeError("commit() needs a finished generation")
+        answer = turn.generation.text
+        session = self.ensure_saved()
+        self._sessions.append(
+            session.id,
+            [
+                NewMessage(role="user", content=turn.user_text),
+                NewMessage(
+                    role="assistant",
+                    content=answer,
+                    prompt_tokens=finish.usage.prompt_tokens,
+                    completion_tokens=finish.usage.completion_tokens,
+                    ttft_s=finish.timings.time_to_first_token_s,
+                    decode_tokens_per_s=finish.timings.decode_tokens_per_s,
+                    total_s=finish.timings.total_s,
+                    finish_reason=finish.finish_reason,
+                ),
+            ],
+        )
+        self.history += [ChatMessage("user", turn.user_text), ChatMessage("assistant", answer)]
+        self.stats.add(finish)
+
+    def ensure_saved(self) -> SessionRecord:
+        """The stored session, created on first need so that idle starts leave no trace."""
+        if self.session is None:
+            self.session = self._sessions.create(
+                model=self.model_label,
+                system_prompt=self.system_prompt,
+                params=sampling_to_dict(self.params),
+            )
+        return self.session
+
+    def save_settings(self) -> None:
+        """Record a changed system prompt, model or parameters on the stored session."""
+        if self.session is not None:
+            self._sessions.update(
+                self.session.id,
+                model=self.model_label,
+                system_prompt=self.system_prompt,
+                params=sampling_to_dict(self.params),
+            )
+
+    def rename(self, name: str) -> SessionRecord:
+        session = self.ensure_saved()
+        self.session = self._sessions.rename(session.id, name)
+        return self.session

@@ -1,0 +1,1 @@
+"""Model files made here rather than downloaded: synthetic GGUFs for tests and benchmarks."""
