@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal, cast
 
 import platformdirs
-from pydantic import Field, TypeAdapter, ValidationError, field_validator
+from pydantic import Field, ValidationError, create_model, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -61,7 +61,7 @@ class _TomlFileSource(PydanticBaseSettingsSource):
             return {}
         try:
             with path.open("rb") as handle:
-                return tomllib.load(handle)
+                return cast(dict[str, Any], tomllib.load(handle))
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise SettingsError(f"cannot read config file {path}: {exc}") from exc
 
@@ -89,7 +89,9 @@ class Settings(BaseSettings):
         None, ge=-1, description="Layers to offload (-1 = all). Required by backend=hybrid."
     )
     n_ctx: int = Field(
-        4096, ge=0, description="Context window in tokens, at most the model's training context "
+        4096,
+        ge=0,
+        description="Context window in tokens, at most the model's training context "
         "(0 = that training context).",
     )
     n_batch: int = Field(512, ge=1, description="Prompt tokens evaluated per decode call.")
@@ -204,10 +206,10 @@ def parse_setting_value(name: str, raw: str) -> Any:
         value = None
     elif field.annotation == list[str]:
         value = json.loads(text) if text.startswith("[") else [text]
-    annotated = Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
-    adapter: TypeAdapter[Any] = TypeAdapter(annotated)
+    # A one-field model with the setting's own FieldInfo applies exactly its rules.
+    single = create_model("SingleSetting", value=(cast(Any, field.annotation), field))
     try:
-        return adapter.validate_python(value, strict=False)
+        return single.model_validate({"value": value}).model_dump()["value"]
     except ValidationError as exc:
         reason = "; ".join(error["msg"] for error in exc.errors())
         raise SettingsError(f"invalid value {raw!r} for {name}: {reason}") from None

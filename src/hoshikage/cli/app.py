@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -30,37 +30,41 @@ app = typer.Typer(
 # Options shared by every command that loads a model. Each maps to the setting of the same
 # name (see `Settings`); a flag that is not given leaves the environment and file in charge.
 ConfigOpt = Annotated[
-    Optional[Path], typer.Option("--config", help="TOML settings file.", show_default=False)
+    Path | None, typer.Option("--config", help="TOML settings file.", show_default=False)
 ]
 ModelOpt = Annotated[
-    Optional[str], typer.Option("--model", "-m", help="GGUF file path or alias.", show_default=False)
+    str | None, typer.Option("--model", "-m", help="GGUF file path or alias.", show_default=False)
 ]
 BackendOpt = Annotated[
-    Optional[str],
+    str | None,
     typer.Option(help="auto, cpu, cuda, metal, vulkan or hybrid.", show_default=False),
 ]
 GpuLayersOpt = Annotated[
-    Optional[int], typer.Option(help="Layers to offload to the GPU (-1 = all).", show_default=False)
+    int | None, typer.Option(help="Layers to offload to the GPU (-1 = all).", show_default=False)
 ]
 CtxOpt = Annotated[
-    Optional[int],
-    typer.Option("--n-ctx", "--ctx-size", "-c", help="Context window in tokens.", show_default=False),
+    int | None,
+    typer.Option(
+        "--n-ctx", "--ctx-size", "-c", help="Context window in tokens.", show_default=False
+    ),
 ]
 ThreadsOpt = Annotated[
-    Optional[int], typer.Option("--threads", "-t", help="CPU threads.", show_default=False)
+    int | None, typer.Option("--threads", "-t", help="CPU threads.", show_default=False)
 ]
 FlashOpt = Annotated[
-    Optional[str], typer.Option("--flash-attn", help="auto, on or off.", show_default=False)
+    str | None, typer.Option("--flash-attn", help="auto, on or off.", show_default=False)
 ]
 KvTypeOpt = Annotated[
-    Optional[str], typer.Option("--kv-cache-type", help="f16, q8_0, q4_0 …", show_default=False)
+    str | None, typer.Option("--kv-cache-type", help="f16, q8_0, q4_0 …", show_default=False)
 ]
 TemplateOpt = Annotated[
-    Optional[str],
-    typer.Option(help="Chat template: plain, transcript, chatml or Jinja text.", show_default=False),
+    str | None,
+    typer.Option(
+        help="Chat template: plain, transcript, chatml or Jinja text.", show_default=False
+    ),
 ]
 LogLevelOpt = Annotated[
-    Optional[str],
+    str | None,
     typer.Option(help="trace, debug, info, warn or error.", show_default=False),
 ]
 
@@ -108,26 +112,26 @@ def chat(
     flash_attn: FlashOpt = None,
     kv_cache_type: KvTypeOpt = None,
     chat_template: TemplateOpt = None,
-    temperature: Annotated[Optional[float], typer.Option(help="Sampling temperature.")] = None,
-    top_p: Annotated[Optional[float], typer.Option(help="Nucleus sampling.")] = None,
-    top_k: Annotated[Optional[int], typer.Option(help="Top-k sampling.")] = None,
-    min_p: Annotated[Optional[float], typer.Option(help="Min-p sampling.")] = None,
-    repeat_penalty: Annotated[Optional[float], typer.Option(help="Repeat penalty.")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Sampling seed.")] = None,
-    max_tokens: Annotated[Optional[int], typer.Option(help="Most tokens per answer.")] = None,
-    system: Annotated[Optional[str], typer.Option(help="System prompt.")] = None,
-    preset: Annotated[Optional[str], typer.Option(help="Persona preset (see /preset).")] = None,
-    user_prompt: Annotated[Optional[str], typer.Option(help="Input prompt text.")] = None,
-    assistant_prompt: Annotated[Optional[str], typer.Option(help="Answer label.")] = None,
+    temperature: Annotated[float | None, typer.Option(help="Sampling temperature.")] = None,
+    top_p: Annotated[float | None, typer.Option(help="Nucleus sampling.")] = None,
+    top_k: Annotated[int | None, typer.Option(help="Top-k sampling.")] = None,
+    min_p: Annotated[float | None, typer.Option(help="Min-p sampling.")] = None,
+    repeat_penalty: Annotated[float | None, typer.Option(help="Repeat penalty.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Sampling seed.")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Most tokens per answer.")] = None,
+    system: Annotated[str | None, typer.Option(help="System prompt.")] = None,
+    preset: Annotated[str | None, typer.Option(help="Persona preset (see /preset).")] = None,
+    user_prompt: Annotated[str | None, typer.Option(help="Input prompt text.")] = None,
+    assistant_prompt: Annotated[str | None, typer.Option(help="Answer label.")] = None,
     log_level: LogLevelOpt = None,
     load_history: Annotated[
-        Optional[Path], typer.Option(help="Start from a session exported as JSON.")
+        Path | None, typer.Option(help="Start from a session exported as JSON.")
     ] = None,
     save_history: Annotated[
-        Optional[Path], typer.Option(help="Keep a JSON export of this session, updated per turn.")
+        Path | None, typer.Option(help="Keep a JSON export of this session, updated per turn.")
     ] = None,
     resume: Annotated[
-        Optional[str], typer.Option("--session", "-s", help="Resume a saved session by name.")
+        str | None, typer.Option("--session", "-s", help="Resume a saved session by name.")
     ] = None,
 ) -> None:
     """Chat with a model in the terminal; every turn is saved as it ends."""

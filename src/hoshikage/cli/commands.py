@@ -27,7 +27,9 @@ class CommandError(Exception):
 
 # Sampling parameters that are also settings: the ones a person tunes (with the settings' rules).
 TUNABLE = tuple(
-    field.name for field in dataclasses.fields(SamplingParams) if field.name in Settings.model_fields
+    field.name
+    for field in dataclasses.fields(SamplingParams)
+    if field.name in Settings.model_fields
 )
 
 
@@ -85,10 +87,8 @@ def _clear(repl: ChatRepl, _: str) -> None:
 
 
 def _save(repl: ChatRepl, argument: str) -> None:
-    if argument:
-        session = repl.conversation.rename(argument)
-    else:
-        session = repl.conversation.ensure_saved()
+    conversation = repl.conversation
+    session = conversation.rename(argument) if argument else conversation.ensure_saved()
     repl.console.print(
         f"Session saved as [bold]{escape(session.label)}[/bold] (every turn is saved as it "
         f"ends; /load {escape(session.label)} resumes it)."
@@ -105,7 +105,9 @@ def _load(repl: ChatRepl, argument: str) -> None:
     count = len(repl.conversation.history)
     repl.console.print(f"Resumed [bold]{escape(session.label)}[/bold]: {count} messages.")
     for message in repl.conversation.history[-2:]:
-        label = repl.settings.user_prompt if message.role == "user" else repl.settings.assistant_prompt
+        label = (
+            repl.settings.user_prompt if message.role == "user" else repl.settings.assistant_prompt
+        )
         repl.console.print(f"[dim]{escape(label)}{escape(message.content)}[/dim]")
     if session.model and session.model != repl.model_name:
         repl.console.print(
@@ -115,7 +117,7 @@ def _load(repl: ChatRepl, argument: str) -> None:
 
 
 def _sessions(repl: ChatRepl, _: str) -> None:
-    sessions = repl.sessions.list(limit=30)
+    sessions = repl.sessions.recent(limit=30)
     if not sessions:
         repl.console.print("No saved sessions yet.")
         return
@@ -151,7 +153,9 @@ def _system(repl: ChatRepl, argument: str) -> None:
         current = repl.conversation.system_prompt
         repl.console.print(f"System prompt: {escape(current) if current else '(none)'}")
         _list_presets(repl)
-        repl.console.print("[dim]/system <text or preset name> sets it; /system none clears it.[/dim]")
+        repl.console.print(
+            "[dim]/system <text or preset name> sets it; /system none clears it.[/dim]"
+        )
         return
     if argument.lower() == "none":
         _set_system(repl, None, "cleared")
@@ -179,7 +183,9 @@ def _params(repl: ChatRepl, _: str) -> None:
         value = values[name]
         table.add_row(name, "default" if value is None else repr(value))
     repl.console.print(table)
-    repl.console.print("[dim]/set <parameter> <value> changes one; 'none' resets seed or max_tokens.[/dim]")
+    repl.console.print(
+        "[dim]/set <parameter> <value> changes one; 'none' resets seed or max_tokens.[/dim]"
+    )
 
 
 def _set(repl: ChatRepl, argument: str) -> None:
@@ -233,7 +239,9 @@ def _stats(repl: ChatRepl, _: str) -> None:
         f"{last.usage.prompt_tokens} ({last.usage.cached_prompt_tokens})",
         f"{stats.prompt_tokens} ({stats.cached_prompt_tokens})",
     )
-    table.add_row("completion tokens", str(last.usage.completion_tokens), str(stats.completion_tokens))
+    table.add_row(
+        "completion tokens", str(last.usage.completion_tokens), str(stats.completion_tokens)
+    )
     table.add_row("time to first token", f"{last.timings.time_to_first_token_s:.3f} s", "")
     table.add_row("prefill speed", f"{last.timings.prefill_tokens_per_s:.1f} tok/s", "")
     table.add_row(

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Protocol, TextIO
 
 from prompt_toolkit import PromptSession
-from prompt_toolkit.history import FileHistory, InMemoryHistory
+from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 from prompt_toolkit.input import Input
 from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 from prompt_toolkit.output import Output
@@ -38,10 +38,10 @@ class TerminalReader:
         self,
         history_path: Path | None,
         *,
-        input: Input | None = None,  # noqa: A002 - prompt_toolkit's own name
+        input: Input | None = None,
         output: Output | None = None,
     ) -> None:
-        history = InMemoryHistory()
+        history: History = InMemoryHistory()
         if history_path is not None:
             history_path.parent.mkdir(parents=True, exist_ok=True)
             history = FileHistory(str(history_path))

@@ -69,7 +69,9 @@ class ChatRepl:
         except EngineError:
             if previous is not None:
                 with self.console.status("Loading the previous model back…", spinner="dots"):
-                    self.engine = Engine(resolve_model(previous[0], previous[1]), load_options(previous[1]))
+                    self.engine = Engine(
+                        resolve_model(previous[0], previous[1]), load_options(previous[1])
+                    )
             raise
         self.model_name, self.settings = name, settings
         self.conversation.model_label = name
@@ -148,7 +150,9 @@ class ChatRepl:
                 f"{self.engine.n_ctx}-token context window)[/dim]"
             )
         if self.save_history is not None:
-            write_session_file(self.sessions, self.conversation.ensure_saved().id, self.save_history)
+            write_session_file(
+                self.sessions, self.conversation.ensure_saved().id, self.save_history
+            )
 
     def stream(self, generation: Generation) -> None:
         """Print tokens as they come; a spinner until the first; Ctrl+C stops the answer."""

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from hoshikage.engine import ChatMessage, Engine, FinishEvent, Generation, SamplingParams
+from hoshikage.engine.types import Role
 from hoshikage.store import NewMessage, SessionRecord, SessionStore
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ class Conversation:
     ) -> Conversation:
         """Continue a stored session with its history, system prompt and parameters."""
         history = [
-            ChatMessage(role=message.role, content=message.content)  # type: ignore[arg-type]
+            ChatMessage(role=cast(Role, message.role), content=message.content)
             for message in sessions.messages(session.id)
             if message.role != "system"
         ]

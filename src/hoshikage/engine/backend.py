@@ -58,8 +58,14 @@ class Device:
 _DEVICE_KINDS = {0: "cpu", 1: "gpu", 2: "igpu", 3: "accel"}
 
 
+@dataclass(frozen=True)
+class _Ggml:
+    ggml: ctypes.CDLL  # the backend registry (which backends this build has)
+    base: ctypes.CDLL  # device and registry accessors
+
+
 @functools.cache
-def _ggml() -> ctypes.CDLL:
+def _ggml() -> _Ggml:
     lib_dir = Path(llama_cpp.__file__).parent / "lib"
     base = ctypes.CDLL(str(lib_dir / "libggml-base.so"))
     ggml = ctypes.CDLL(str(lib_dir / "libggml.so"))
@@ -80,19 +86,18 @@ def _ggml() -> ctypes.CDLL:
     base.ggml_backend_dev_backend_reg.argtypes = [ctypes.c_void_p]
     base.ggml_backend_reg_name.restype = ctypes.c_char_p
     base.ggml_backend_reg_name.argtypes = [ctypes.c_void_p]
-    ggml.base = base  # type: ignore[attr-defined]
-    return ggml
+    return _Ggml(ggml=ggml, base=base)
 
 
 def devices() -> list[Device]:
     """Every compute device this llama.cpp build can use, with its memory."""
     init_backend()
     try:
-        ggml = _ggml()
-    except OSError as exc:  # an unusual build layout: fall back to what llama.cpp says
+        libs = _ggml()
+    except OSError as exc:  # an unusual build layout (e.g. macOS .dylib): no device list
         log.debug("cannot open ggml for device listing: %s", exc)
         return []
-    base = ggml.base  # type: ignore[attr-defined]
+    ggml, base = libs.ggml, libs.base
     found = []
     for index in range(ggml.ggml_backend_dev_count()):
         device = ggml.ggml_backend_dev_get(index)

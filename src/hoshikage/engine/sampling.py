@@ -28,7 +28,7 @@ class Sampler:
             biases += [(token, -math.inf) for token in model.end_of_generation_tokens]
         if biases:
             entries = (llama_cpp.llama_logit_bias * len(biases))()
-            for entry, (token, bias) in zip(entries, biases):
+            for entry, (token, bias) in zip(entries, biases, strict=True):
                 entry.token, entry.bias = token, bias
             self._add(llama_cpp.llama_sampler_init_logit_bias(n_vocab, len(biases), entries))
         penalised = (

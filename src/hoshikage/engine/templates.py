@@ -109,4 +109,6 @@ class ChatTemplate:
                 tools=None,
             )
         except jinja2.TemplateError as exc:
-            raise EngineError(f"the model's chat template rejected the conversation: {exc}") from exc
+            raise EngineError(
+                f"the model's chat template rejected the conversation: {exc}"
+            ) from exc

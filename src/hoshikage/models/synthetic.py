@@ -232,6 +232,8 @@ def build_tiny_chat_model(
     writer.add_eot_token_id(tokens.index("<|im_end|>"))
     writer.add_add_bos_token(True)
     writer.add_add_eos_token(False)
+    # Otherwise llama.cpp puts a "▁" after every special token: "<|im_start|> user".
+    writer.add_add_space_prefix(False)
     writer.add_chat_template(CHATML_TEMPLATE)
     return _write(writer, path, _tensor_plan(shape, len(tokens)), np.float32, seed)
 

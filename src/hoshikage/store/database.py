@@ -63,12 +63,15 @@ class Database:
             return self._conn.execute(sql, params).fetchall()
 
     def applied_migrations(self) -> list[str]:
-        return [row["name"] for row in self.query("SELECT name FROM schema_migrations ORDER BY rowid")]
+        return [
+            row["name"] for row in self.query("SELECT name FROM schema_migrations ORDER BY rowid")
+        ]
 
     def _migrate(self) -> None:
         with self.transaction() as conn:
             conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at REAL)"
+                "CREATE TABLE IF NOT EXISTS schema_migrations"
+                " (name TEXT PRIMARY KEY, applied_at REAL)"
             )
             done = {row["name"] for row in conn.execute("SELECT name FROM schema_migrations")}
             for name, sql in MIGRATIONS:

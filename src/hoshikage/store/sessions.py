@@ -105,7 +105,8 @@ class SessionStore:
     def find(self, name_or_id: str) -> SessionRecord:
         """A session by exact name, by id, or by a unique id prefix."""
         rows = self._db.query(
-            _SESSION_SELECT + " WHERE s.name = ? OR s.id = ? GROUP BY s.id", (name_or_id, name_or_id)
+            _SESSION_SELECT + " WHERE s.name = ? OR s.id = ? GROUP BY s.id",
+            (name_or_id, name_or_id),
         )
         if not rows and len(name_or_id) >= 4:
             rows = self._db.query(
@@ -117,7 +118,12 @@ class SessionStore:
             raise StoreError(f"{name_or_id!r} matches several sessions; use more of the id")
         return _session_from_row(rows[0])
 
-    def list(self, limit: int = 50) -> list[SessionRecord]:
+    def named(self, name: str) -> SessionRecord | None:
+        rows = self._db.query(_SESSION_SELECT + " WHERE s.name = ? GROUP BY s.id", (name,))
+        return _session_from_row(rows[0]) if rows else None
+
+    def recent(self, limit: int = 50) -> list[SessionRecord]:
+        """Sessions, most recently updated first."""
         rows = self._db.query(
             _SESSION_SELECT + " GROUP BY s.id ORDER BY s.updated_at DESC LIMIT ?", (limit,)
         )

@@ -30,7 +30,7 @@ class _MessageDoc(BaseModel):
 class _SessionDoc(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    format: Literal["hoshikage-session"] = FORMAT_NAME
+    format: Literal["hoshikage-session"] = "hoshikage-session"
     version: int = FORMAT_VERSION
     name: str | None = None
     model: str | None = None
@@ -97,7 +97,7 @@ def import_session_file(sessions: SessionStore, path: Path) -> SessionRecord:
         )
         raise StoreError(f"{path} is not a session file: {problems}") from None
     name = doc.name
-    if name is not None and any(s.name == name for s in sessions.list(limit=10_000)):
+    if name is not None and sessions.named(name) is not None:
         name = None  # keep the import; the user can /save it under a new name
     record = sessions.create(
         model=doc.model,
