@@ -6,6 +6,7 @@ the TOML file (``--config`` / ``HOSHIKAGE_CONFIG_FILE`` / the user config dir), 
 
 from __future__ import annotations
 
+import difflib
 import json
 import sys
 from pathlib import Path
@@ -174,7 +175,9 @@ def describe_validation_error(exc: ValidationError) -> str:
     for error in exc.errors():
         key = ".".join(str(part) for part in error["loc"]) or "settings"
         if error["type"] == "extra_forbidden":
-            lines.append(f"unknown setting {key!r} (value {error['input']!r})")
+            close = difflib.get_close_matches(key, list(Settings.model_fields), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else "; see the settings in README.md"
+            lines.append(f"unknown setting {key!r} (value {error['input']!r}){hint}")
         else:
             lines.append(f"invalid setting {key} = {error['input']!r}: {error['msg']}")
     return "; ".join(lines)

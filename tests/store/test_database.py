@@ -87,9 +87,7 @@ def test_wal_mode_is_persistent_in_the_file(db_path: Path, database: Database) -
 
 def test_transaction_commits(database: Database) -> None:
     with database.transaction() as conn:
-        conn.execute(
-            "INSERT INTO sessions (id, created_at, updated_at) VALUES ('one', 1, 1)"
-        )
+        conn.execute("INSERT INTO sessions (id, created_at, updated_at) VALUES ('one', 1, 1)")
     assert len(database.query("SELECT id FROM sessions")) == 1
 
 

@@ -14,27 +14,29 @@ from hoshikage.engine.types import ChatMessage, EngineError
 # The conversation as one running text: what a base (non-chat) model continues best.
 # A user message followed by the model's answer is joined without a break, since the
 # answer continued that text; other turns start on a new line.
+# Newlines are written as expressions: whitespace control ("-") and trim_blocks would
+# otherwise eat a literal newline next to a tag.
 PLAIN_TEMPLATE = (
     "{%- for m in messages -%}"
-    "{%- if m.role == 'system' -%}{{ m.content }}\n\n"
+    "{%- if m.role == 'system' -%}{{ m.content }}{{ '\\n\\n' }}"
     "{%- else -%}{{ m.content }}"
-    "{%- if not loop.last and loop.nextitem.role != 'assistant' %}\n{% endif -%}"
+    "{%- if not loop.last and loop.nextitem.role != 'assistant' -%}{{ '\\n' }}{%- endif -%}"
     "{%- endif -%}"
     "{%- endfor -%}"
 )
 
 TRANSCRIPT_TEMPLATE = (
     "{%- for m in messages -%}"
-    "{{ m.role | capitalize }}: {{ m.content }}\n"
+    "{{ m.role | capitalize }}: {{ m.content }}{{ '\\n' }}"
     "{%- endfor -%}"
-    "{%- if add_generation_prompt %}Assistant:{% endif -%}"
+    "{%- if add_generation_prompt -%}Assistant:{%- endif -%}"
 )
 
 CHATML_TEMPLATE = (
     "{%- for m in messages -%}"
-    "<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n"
+    "<|im_start|>{{ m.role }}{{ '\\n' }}{{ m.content }}<|im_end|>{{ '\\n' }}"
     "{%- endfor -%}"
-    "{%- if add_generation_prompt %}<|im_start|>assistant\n{% endif -%}"
+    "{%- if add_generation_prompt -%}<|im_start|>assistant{{ '\\n' }}{%- endif -%}"
 )
 
 BUILTIN_TEMPLATES: dict[str, str] = {

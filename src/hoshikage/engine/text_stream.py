@@ -25,11 +25,13 @@ class StopMatcher:
         if not self._stops:
             return text
         buffer = self._pending + text
-        cut = min((i for i in (buffer.find(s) for s in self._stops) if i >= 0), default=-1)
-        if cut >= 0:
+        # The stop that *ends* first is the one a token-by-token stream would meet first, so
+        # pick it (then the earliest start): the output must not depend on chunking.
+        hits = [(i + len(s), i) for s in self._stops if (i := buffer.find(s)) >= 0]
+        if hits:
             self.stopped = True
             self._pending = ""
-            return buffer[:cut]
+            return buffer[: min(hits)[1]]
         keep = self._longest_stop_prefix_suffix(buffer)
         self._pending = buffer[len(buffer) - keep :]
         return buffer[: len(buffer) - keep]

@@ -69,6 +69,10 @@ class ModelShape:
     def head_dim(self) -> int:
         return self.n_embd // self.n_head
 
+    def n_params(self, n_vocab: int) -> int:
+        """Parameters of a model of this shape with an `n_vocab`-token vocabulary."""
+        return sum(int(np.prod(spec.shape)) for spec in _tensor_plan(self, n_vocab))
+
 
 QWEN2_5_0_5B = ModelShape("qwen2", 24, 896, 14, 2, 4864, 32768, 1000000.0, 1e-6, True)
 

@@ -90,7 +90,7 @@ class SessionStore:
                     model,
                     system_prompt,
                     json.dumps(params or {}),
-                    created_at or now,
+                    now if created_at is None else created_at,
                     now,
                 ),
             )
@@ -110,7 +110,8 @@ class SessionStore:
         )
         if not rows and len(name_or_id) >= 4:
             rows = self._db.query(
-                _SESSION_SELECT + " WHERE s.id LIKE ? GROUP BY s.id", (name_or_id + "%",)
+                _SESSION_SELECT + " WHERE substr(s.id, 1, ?) = ? GROUP BY s.id",
+                (len(name_or_id), name_or_id),
             )
         if not rows:
             raise StoreError(f"no saved session named {name_or_id!r} (see /sessions)")
@@ -165,6 +166,12 @@ class SessionStore:
 
     def append(self, session_id: str, messages: Sequence[NewMessage]) -> None:
         """Store a whole turn atomically; it is on disk when this returns."""
+        try:
+            self._append(session_id, messages)
+        except sqlite3.IntegrityError as exc:
+            raise StoreError(f"cannot store the turn in session {session_id}: {exc}") from exc
+
+    def _append(self, session_id: str, messages: Sequence[NewMessage]) -> None:
         with self._db.transaction() as conn:
             conn.executemany(
                 f"INSERT INTO messages (session_id, {', '.join(_MESSAGE_COLUMNS)})"
