@@ -188,6 +188,9 @@ def chat(
             )
     except StoreError as exc:
         raise fail(console, str(exc)) from None
+    except UnicodeDecodeError as exc:  # the session file is read as UTF-8 JSON
+        message = f"{load_history} is not a session file: not UTF-8 text ({exc.reason})"
+        raise fail(console, message) from None
     interactive = sys.stdin.isatty()
     reader = TerminalReader(settings.input_history_path) if interactive else PipeReader()
     repl = ChatRepl(

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hoshikage.config import Settings
-from hoshikage.engine import Engine, PreparedPrompt, SamplingParams
+from hoshikage.engine import Engine, EngineError, PreparedPrompt, SamplingParams
 from hoshikage.runtime import load_options, resolve_model
 from hoshikage.sysinfo import gpu_memory, human_bytes, peak_rss_bytes
 
@@ -53,6 +53,13 @@ def bench_prompt(engine: Engine, n_tokens: int, variant: int) -> list[int]:
     return start + body
 
 
+def _too_small(n_ctx: int, prompt_tokens: int, gen_tokens: int) -> str:
+    return (
+        f"the context window holds {n_ctx} tokens, too few for {prompt_tokens} prompt and "
+        f"{gen_tokens} generated tokens: lower --prompt-tokens or --gen-tokens, or raise --n-ctx"
+    )
+
+
 def run_bench(
     settings: Settings, *, prompt_tokens: int, gen_tokens: int, repetitions: int
 ) -> BenchReport:
@@ -60,8 +67,11 @@ def run_bench(
     n_ctx = settings.n_ctx or 0
     options = load_options(settings)
     if n_ctx and n_ctx < prompt_tokens + gen_tokens:
-        raise ValueError(f"n_ctx {n_ctx} is too small for {prompt_tokens}+{gen_tokens} tokens")
+        raise EngineError(_too_small(n_ctx, prompt_tokens, gen_tokens))
     with Engine(path, options) as engine:
+        # The engine caps n_ctx at the model's training context (and 0 means that context).
+        if engine.n_ctx < prompt_tokens + gen_tokens:
+            raise EngineError(_too_small(engine.n_ctx, prompt_tokens, gen_tokens))
         params = SamplingParams(temperature=0.0, max_tokens=gen_tokens, ignore_eos=True)
         # One untimed warm-up run: the first decode pays one-off costs (page faults, graphs).
         engine.generate(PreparedPrompt(bench_prompt(engine, 16, 99), 0, 4), params).wait()

@@ -196,8 +196,10 @@ def _set(repl: ChatRepl, argument: str) -> None:
         raise CommandError(f"Unknown parameter {name!r}; one of: {', '.join(TUNABLE)}")
     try:
         value = parse_setting_value(name, raw)
-    except (SettingsError, ValueError) as exc:
+    except SettingsError as exc:
         raise CommandError(str(exc)) from None
+    except ValueError as exc:  # a malformed JSON list for `stop`
+        raise CommandError(f"invalid value {raw.strip()!r} for {name}: {exc}") from None
     if name == "stop":
         value = tuple(value)
     repl.conversation.params = dataclasses.replace(repl.conversation.params, **{name: value})

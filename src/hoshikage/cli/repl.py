@@ -150,9 +150,14 @@ class ChatRepl:
                 f"{self.engine.n_ctx}-token context window)[/dim]"
             )
         if self.save_history is not None:
-            write_session_file(
-                self.sessions, self.conversation.ensure_saved().id, self.save_history
-            )
+            session_id = self.conversation.ensure_saved().id
+            try:
+                write_session_file(self.sessions, session_id, self.save_history)
+            except OSError as exc:  # the turn is stored already; keep chatting
+                self.console.print(
+                    f"[yellow]cannot write the history file {escape(str(self.save_history))}: "
+                    f"{escape(exc.strerror or str(exc))}[/yellow]"
+                )
 
     def stream(self, generation: Generation) -> None:
         """Print tokens as they come; a spinner until the first; Ctrl+C stops the answer."""

@@ -102,6 +102,7 @@ class Engine:
         except BaseException:
             self.model.close()
             raise
+        self._closed = False
         metadata = self.model.metadata()
         self.info = ModelInfo(
             path=str(path),
@@ -132,8 +133,13 @@ class Engine:
         return self.scheduler.n_ctx
 
     def close(self) -> None:
+        self._closed = True
         self.scheduler.close()
         self.model.close()
+
+    def _require_open(self) -> None:
+        if self._closed:
+            raise EngineError("this model has been unloaded; load it again to use it")
 
     def __enter__(self) -> Engine:
         return self
@@ -143,6 +149,7 @@ class Engine:
 
     # --- prompts -------------------------------------------------------------------------
     def count_chat_tokens(self, messages: Sequence[ChatMessage]) -> int:
+        self._require_open()
         return len(self.model.tokenize(self.template.render(messages)))
 
     def prepare_chat(
@@ -163,6 +170,7 @@ class Engine:
         return PreparedPrompt(tokens, dropped, self._max_new(params, len(tokens)))
 
     def prepare_completion(self, prompt: str, params: SamplingParams) -> PreparedPrompt:
+        self._require_open()
         tokens = self.model.tokenize(prompt)
         reserved = self._reserved(params)
         if len(tokens) + reserved > self.n_ctx:
@@ -193,4 +201,5 @@ class Engine:
         return self.scheduler.submit(self.prepare_completion(prompt, params), params)
 
     def generate(self, prepared: PreparedPrompt, params: SamplingParams) -> Generation:
+        self._require_open()
         return self.scheduler.submit(prepared, params)

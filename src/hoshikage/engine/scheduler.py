@@ -88,6 +88,14 @@ def common_prefix_length(a: list[int], b: list[int]) -> int:
 
 class Scheduler:
     def __init__(self, model: LlamaModel, config: ContextConfig) -> None:
+        if config.kv_cache_type not in KV_TYPES:
+            raise EngineError(
+                f"unknown KV cache type {config.kv_cache_type!r}; one of {', '.join(KV_TYPES)}"
+            )
+        if config.flash_attn not in FLASH_ATTENTION:
+            raise EngineError(
+                f"unknown flash_attn value {config.flash_attn!r}; one of auto, on, off"
+            )
         if config.kv_cache_type not in ("f16", "f32", "bf16") and config.flash_attn == "off":
             raise EngineError(
                 f"a quantised KV cache ({config.kv_cache_type}) needs flash attention: "
@@ -108,13 +116,15 @@ class Scheduler:
         context = llama_cpp.llama_init_from_model(model.pointer, params)
         if not context:
             raise EngineError(
-                f"llama.cpp could not create a context of {config.n_ctx} tokens (out of memory, "
-                f"or an unsupported KV cache type); try a smaller n_ctx"
+                f"llama.cpp could not create a context of {config.n_ctx} tokens: out of memory "
+                f"(try a smaller n_ctx), or a KV cache type this model cannot use (quantised "
+                f"types need a head size that is a multiple of 32; try kv_cache_type f16)"
             )
         self._context = context
         self._memory = llama_cpp.llama_get_memory(context)
         self.n_ctx = int(llama_cpp.llama_n_ctx(context))
-        self.n_batch = config.n_batch
+        # llama.cpp may round n_ctx up and caps n_batch at the n_ctx asked for: use its values.
+        self.n_batch = int(llama_cpp.llama_n_batch(context))
         self._batch = llama_cpp.llama_batch_init(config.n_batch, 0, 1)
         self._cached: list[int] = []  # tokens whose KV the context holds, in order
         self._last_logits_index = 0  # where in the last batch the logits to sample are
