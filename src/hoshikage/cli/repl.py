@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import logging
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from rich.console import Console
@@ -11,7 +15,7 @@ from rich.markup import escape
 from hoshikage.cli.commands import CommandError, SlashCommands
 from hoshikage.cli.input import LineReader, read_message
 from hoshikage.config import Settings
-from hoshikage.conversation.chat import Conversation
+from hoshikage.conversation.chat import Conversation, Turn
 from hoshikage.conversation.presets import PresetBook
 from hoshikage.engine import Engine, EngineError, Generation, TokenEvent
 from hoshikage.runtime import load_options, resolve_model, sampling_defaults
@@ -134,6 +138,12 @@ class ChatRepl:
         except EngineError as exc:
             self.console.print(f"[red]error:[/red] {escape(str(exc))}")
             return
+        with ctrl_c_cancels(turn.generation):
+            self.finish_turn(turn)
+
+    def finish_turn(self, turn: Turn) -> None:
+        """Stream the answer, store the turn, report how it ended."""
+        assert self.engine is not None
         try:
             self.stream(turn.generation)
         except EngineError as exc:
@@ -160,7 +170,7 @@ class ChatRepl:
                 )
 
     def stream(self, generation: Generation) -> None:
-        """Print tokens as they come; a spinner until the first; Ctrl+C stops the answer."""
+        """Print tokens as they come, with a spinner until the first."""
         status = self.console.status("Thinking…", spinner="dots")
         status.start()
         shown = False  # the answer's leading whitespace is not worth showing
@@ -177,20 +187,26 @@ class ChatRepl:
                     shown = True
                 self.console.print(text, end="", markup=False, highlight=False, soft_wrap=True)
                 self.console.file.flush()
-        except KeyboardInterrupt:
-            generation.cancel()
-            self.drain(generation)
         finally:
             status.stop()
         if not shown:
             self.console.print(self.settings.assistant_prompt, end="", markup=False)
         self.console.print()
 
-    @staticmethod
-    def drain(generation: Generation) -> None:
-        """After a cancel, read the stream to its end; further ^C presses are ignored."""
-        while generation.finish is None:
-            try:
-                generation.wait()
-            except KeyboardInterrupt:
-                continue
+
+@contextmanager
+def ctrl_c_cancels(generation: Generation) -> Iterator[None]:
+    """While an answer streams and is stored, Ctrl+C asks the engine to stop it.
+
+    The engine ends the stream with finish reason 'cancelled', so the tokens shown are the
+    tokens stored. A KeyboardInterrupt instead could land inside Rich's print (which then
+    printed the same text twice), or outside any handler, ending the chat with a traceback.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+    previous = signal.signal(signal.SIGINT, lambda _signum, _frame: generation.cancel())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import llama_cpp
 
+from hoshikage.engine.amx_probe import amx_is_broken
 from hoshikage.engine.backend import init_backend
 from hoshikage.engine.formats import require_gguf
 from hoshikage.engine.types import EngineError
@@ -45,6 +46,9 @@ class LlamaModel:
         params.n_gpu_layers = n_gpu_layers
         params.load_mode = _load_mode(use_mmap, use_mlock)
         params.vocab_only = vocab_only
+        # Extra buffer types (weight repacking, AMX) are llama.cpp's fast CPU paths; they are
+        # turned off only where AMX would crash the process.
+        params.use_extra_bufts = vocab_only or not amx_is_broken()
         started = time.perf_counter()
         pointer = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
         if not pointer:
