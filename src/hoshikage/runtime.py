@@ -2,42 +2,33 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import Any, TypeVar
 
 from hoshikage.config import Settings
 from hoshikage.engine import EngineError, LoadOptions, SamplingParams
 from hoshikage.store import Database, SessionStore
 
+T = TypeVar("T")
+
+
+def _from_settings(cls: type[T], settings: Settings, **extra: Any) -> T:
+    """An engine dataclass filled from the settings of the same names."""
+    values = {
+        field.name: getattr(settings, field.name)
+        for field in dataclasses.fields(cls)  # type: ignore[arg-type]
+        if field.name in Settings.model_fields
+    }
+    return cls(**{**values, **extra})
+
 
 def load_options(settings: Settings) -> LoadOptions:
-    return LoadOptions(
-        n_ctx=settings.n_ctx,
-        n_batch=settings.n_batch,
-        n_threads=settings.n_threads,
-        use_mmap=settings.use_mmap,
-        use_mlock=settings.use_mlock,
-        flash_attn=settings.flash_attn,
-        kv_cache_type=settings.kv_cache_type,
-        backend=settings.backend,
-        gpu_layers=settings.gpu_layers,
-        chat_template=settings.chat_template,
-    )
+    return _from_settings(LoadOptions, settings)
 
 
 def sampling_defaults(settings: Settings) -> SamplingParams:
-    return SamplingParams(
-        temperature=settings.temperature,
-        top_p=settings.top_p,
-        top_k=settings.top_k,
-        min_p=settings.min_p,
-        repeat_penalty=settings.repeat_penalty,
-        repeat_last_n=settings.repeat_last_n,
-        presence_penalty=settings.presence_penalty,
-        frequency_penalty=settings.frequency_penalty,
-        seed=settings.seed,
-        max_tokens=settings.max_tokens,
-        stop=tuple(settings.stop),
-    )
+    return _from_settings(SamplingParams, settings, stop=tuple(settings.stop))
 
 
 def resolve_model(name: str | None, settings: Settings) -> Path:

@@ -90,10 +90,15 @@ def fail(console: Console, message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-def settings_from_flags(console: Console, **flags: Any) -> Settings:
-    """Settings with flags over environment over file; a bad value exits with its reason."""
+def settings_from_flags(console: Console, flags: dict[str, Any]) -> Settings:
+    """Settings with flags over environment over file; a bad value exits with its reason.
+
+    Command parameters are named after the settings they set, so a command passes its
+    locals(); those that are not settings (and flags not given, None) are left out.
+    """
+    given = {key: value for key, value in flags.items() if key in Settings.model_fields}
     try:
-        settings = load_settings(**flags)
+        settings = load_settings(**given)
     except SettingsError as exc:
         raise fail(console, str(exc), code=2) from None
     log_file = configure_logging(settings.log_level, settings.log_dir)
@@ -104,11 +109,11 @@ def settings_from_flags(console: Console, **flags: Any) -> Settings:
 @app.command()
 def chat(
     model: ModelOpt = None,
-    config: ConfigOpt = None,
+    config_file: ConfigOpt = None,
     backend: BackendOpt = None,
     gpu_layers: GpuLayersOpt = None,
     n_ctx: CtxOpt = None,
-    threads: ThreadsOpt = None,
+    n_threads: ThreadsOpt = None,
     flash_attn: FlashOpt = None,
     kv_cache_type: KvTypeOpt = None,
     chat_template: TemplateOpt = None,
@@ -143,30 +148,8 @@ def chat(
     from hoshikage.store.transfer import import_session_file
 
     console = Console(highlight=False)
-    settings = settings_from_flags(
-        console,
-        model=model,
-        config_file=config,
-        backend=backend,
-        gpu_layers=gpu_layers,
-        n_ctx=n_ctx,
-        n_threads=threads,
-        flash_attn=flash_attn,
-        kv_cache_type=kv_cache_type,
-        chat_template=chat_template,
-        temperature=temperature,
-        top_p=top_p,
-        top_k=top_k,
-        min_p=min_p,
-        repeat_penalty=repeat_penalty,
-        seed=seed,
-        max_tokens=max_tokens,
-        system=system,
-        preset=preset,
-        user_prompt=user_prompt,
-        assistant_prompt=assistant_prompt,
-        log_level=log_level,
-    )
+    flags = dict(locals())
+    settings = settings_from_flags(console, flags)
     if settings.preset not in PresetBook(settings.presets):
         raise fail(console, f"unknown preset {settings.preset!r}; see `/preset` for the list", 2)
     try:
@@ -182,15 +165,13 @@ def chat(
                 sessions, record, defaults=sampling_defaults(settings)
             )
             conversation.model_label = settings.model
+            conversation.apply_overrides(flags)
             console.print(
                 f"[dim]Continuing session {escape(record.label)} "
                 f"({len(conversation.history)} messages).[/dim]"
             )
     except StoreError as exc:
         raise fail(console, str(exc)) from None
-    except UnicodeDecodeError as exc:  # the session file is read as UTF-8 JSON
-        message = f"{load_history} is not a session file: not UTF-8 text ({exc.reason})"
-        raise fail(console, message) from None
     interactive = sys.stdin.isatty()
     reader = TerminalReader(settings.input_history_path) if interactive else PipeReader()
     repl = ChatRepl(
@@ -202,11 +183,11 @@ def chat(
 @app.command()
 def bench(
     model: ModelOpt = None,
-    config: ConfigOpt = None,
+    config_file: ConfigOpt = None,
     backend: BackendOpt = None,
     gpu_layers: GpuLayersOpt = None,
     n_ctx: CtxOpt = None,
-    threads: ThreadsOpt = None,
+    n_threads: ThreadsOpt = None,
     flash_attn: FlashOpt = None,
     kv_cache_type: KvTypeOpt = None,
     log_level: LogLevelOpt = None,
@@ -219,18 +200,7 @@ def bench(
     from hoshikage.cli.bench import print_report, run_bench
 
     console = Console(highlight=False)
-    settings = settings_from_flags(
-        console,
-        model=model,
-        config_file=config,
-        backend=backend,
-        gpu_layers=gpu_layers,
-        n_ctx=n_ctx,
-        n_threads=threads,
-        flash_attn=flash_attn,
-        kv_cache_type=kv_cache_type,
-        log_level=log_level,
-    )
+    settings = settings_from_flags(console, dict(locals()))
     try:
         report = run_bench(
             settings,

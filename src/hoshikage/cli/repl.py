@@ -65,6 +65,7 @@ class ChatRepl:
         """Load (or switch to) a model; on failure the previous one is loaded back."""
         settings = settings or self.settings
         path = resolve_model(name, settings)
+        Engine.check_loadable(path, load_options(settings))  # before giving up the current one
         previous = (self.model_name, self.settings) if self.engine is not None else None
         self.unload_model()
         try:

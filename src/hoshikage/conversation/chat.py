@@ -7,6 +7,7 @@ in one transaction, so an acknowledged turn is never lost and never half-stored.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any, cast
@@ -57,18 +58,14 @@ class ConversationStats:
 
 
 def sampling_to_dict(params: SamplingParams) -> dict[str, Any]:
-    data = asdict(params)
-    data["stop"] = list(params.stop)
-    return data
+    return asdict(params)
 
 
 def sampling_from_dict(data: dict[str, Any], defaults: SamplingParams) -> SamplingParams:
-    """Parameters saved with a session, over the current defaults (unknown keys ignored)."""
-    known = {key: value for key, value in data.items() if key in sampling_to_dict(defaults)}
-    if "stop" in known:
-        known["stop"] = tuple(known["stop"] or ())
-    merged = {**sampling_to_dict(defaults), **known}
-    merged["stop"] = tuple(merged["stop"])
+    """Parameters saved with a session (JSON), over the current defaults; unknown keys ignored."""
+    merged = {**asdict(defaults), **{k: v for k, v in data.items() if k in asdict(defaults)}}
+    merged["stop"] = tuple(merged["stop"] or ())
+    merged["logit_bias"] = tuple((int(t), float(b)) for t, b in merged["logit_bias"] or ())
     return SamplingParams(**merged)
 
 
@@ -142,6 +139,19 @@ class Conversation:
         )
         self.history += [ChatMessage("user", turn.user_text), ChatMessage("assistant", answer)]
         self.stats.add(finish)
+
+    def apply_overrides(self, overrides: dict[str, Any]) -> None:
+        """Values given explicitly (e.g. command-line flags) win over the stored session's."""
+        fields = sampling_to_dict(self.params)
+        given = {k: v for k, v in overrides.items() if k in fields and v is not None}
+        if "stop" in given:
+            given["stop"] = tuple(given["stop"])
+        if given:
+            self.params = dataclasses.replace(self.params, **given)
+        if overrides.get("system") is not None:
+            self.system_prompt = overrides["system"] or None
+        if given or overrides.get("system") is not None:
+            self.save_settings()
 
     def ensure_saved(self) -> SessionRecord:
         """The stored session, created on first need so that idle starts leave no trace."""

@@ -61,7 +61,8 @@ def amx_is_broken() -> bool:
         verdicts = json.loads(cache_file.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         verdicts = {}
-    if key not in verdicts:
+    first_time = key not in verdicts
+    if first_time:
         verdicts[key] = _probe_in_child()
         try:
             cache_file.parent.mkdir(parents=True, exist_ok=True)
@@ -70,10 +71,11 @@ def amx_is_broken() -> bool:
             log.debug("cannot cache the AMX probe verdict: %s", exc)
     broken: bool = verdicts[key] == "broken"
     if broken:
-        log.warning(
+        log.log(
+            logging.WARNING if first_time else logging.INFO,
             "this CPU advertises AMX but llama.cpp's AMX kernels crash here (seen on some "
             "virtual machines); using the other CPU kernels, which are slower for quantised "
-            "models. Rebuilding llama-cpp-python without AMX restores full speed: see README"
+            "models. Rebuilding llama-cpp-python without AMX restores full speed: see README",
         )
     return broken
 

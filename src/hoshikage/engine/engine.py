@@ -12,6 +12,7 @@ from pathlib import Path
 import psutil
 
 from hoshikage.engine.backend import resolve_offload
+from hoshikage.engine.formats import require_gguf
 from hoshikage.engine.generation import Generation
 from hoshikage.engine.model import LlamaModel
 from hoshikage.engine.scheduler import ContextConfig, Scheduler
@@ -127,6 +128,12 @@ class Engine:
             backend_label,
             self.info.load_seconds,
         )
+
+    @staticmethod
+    def check_loadable(path: Path, options: LoadOptions) -> None:
+        """Refuse early what would fail to load: not a GGUF file, a backend not built in."""
+        require_gguf(path)
+        resolve_offload(options.backend, options.gpu_layers)
 
     @property
     def n_ctx(self) -> int:

@@ -185,7 +185,8 @@ class Scheduler:
             try:
                 self._serve(job)
             except Exception as exc:  # never let one request take the engine thread down
-                log.exception("generation failed")
+                log.error("generation failed: %s", exc)
+                log.debug("generation failure details", exc_info=True)
                 self._forget_cache()
                 job.handle.push(ErrorEvent(f"generation failed: {exc}"))
             finally:

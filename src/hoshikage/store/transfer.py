@@ -85,6 +85,8 @@ def import_session_file(sessions: SessionStore, path: Path) -> SessionRecord:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise StoreError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise StoreError(f"{path} is not a session file: not UTF-8 text ({exc.reason})") from exc
     except json.JSONDecodeError as exc:
         raise StoreError(f"{path} is not valid JSON: {exc}") from exc
     if isinstance(raw, list):  # a bare list of messages is accepted too
