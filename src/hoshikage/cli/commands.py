@@ -181,11 +181,16 @@ def _params(repl: ChatRepl, _: str) -> None:
     values = sampling_to_dict(repl.conversation.params)
     for name in TUNABLE:
         value = values[name]
-        table.add_row(name, "default" if value is None else repr(value))
+        table.add_row(name, "default" if value is None else _shown(value))
     repl.console.print(table)
     repl.console.print(
         "[dim]/set <parameter> <value> changes one; 'none' resets seed or max_tokens.[/dim]"
     )
+
+
+def _shown(value: object) -> str:
+    """A value as the user would type it back (stop strings as a JSON-like list)."""
+    return repr(list(value)) if isinstance(value, tuple) else repr(value)
 
 
 def _set(repl: ChatRepl, argument: str) -> None:
@@ -204,7 +209,7 @@ def _set(repl: ChatRepl, argument: str) -> None:
         value = tuple(value)
     repl.conversation.params = dataclasses.replace(repl.conversation.params, **{name: value})
     repl.conversation.save_settings()
-    repl.console.print(f"{name} = {value!r}")
+    repl.console.print(f"{name} = {_shown(value)}")
 
 
 def _model(repl: ChatRepl, argument: str) -> None:
