@@ -4,7 +4,8 @@
 
 Both sides use the same llama.cpp build, threads, context and batch size, each in a fresh
 process (so peak RSS is its own), on stories260K and on a random-weight model of
-Qwen2.5-0.5B's shape (Q4_K_M). Ratios above 1.0 mean Hoshikage is faster (for time to
+Qwen2.5-0.5B's shape (Q4_K_M). Where llama.cpp's AMX kernels crash (see README), both sides
+load models without extra CPU buffer types. Ratios above 1.0 mean Hoshikage is faster (for time to
 first token and memory, lower is better and the ratio is anchor / hoshikage).
 """
 
@@ -26,8 +27,18 @@ import json, resource, statistics, sys, time
 from itertools import cycle, islice
 import llama_cpp
 
+from hoshikage.engine.amx_probe import amx_is_broken
+
 path = sys.argv[1]
 threads, n_ctx, n_batch, n_prompt, n_gen, reps = map(int, sys.argv[2:8])
+if amx_is_broken():  # the same guard Hoshikage applies, or this anchor would crash here
+    default_params = llama_cpp.llama_model_default_params
+    def guarded_params():
+        params = default_params()
+        params.use_extra_bufts = False
+        return params
+    llama_cpp.llama_model_default_params = guarded_params
+    llama_cpp.llama_cpp.llama_model_default_params = guarded_params
 started = time.perf_counter()
 llm = llama_cpp.Llama(path, n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_batch, n_threads=threads,
                       n_threads_batch=threads, verbose=False)
