@@ -74,8 +74,8 @@ def amx_is_broken() -> bool:
         log.log(
             logging.WARNING if first_time else logging.INFO,
             "this CPU advertises AMX but llama.cpp's AMX kernels crash here (seen on some "
-            "virtual machines); using the other CPU kernels, which are slower for quantised "
-            "models. Rebuilding llama-cpp-python without AMX restores full speed: see README",
+            "virtual machines); models load without llama.cpp's extra CPU buffer types "
+            "(see README)",
         )
     return broken
 
