@@ -300,3 +300,20 @@ def test_model_copy_makes_a_changed_copy(isolated_env: Path) -> None:
     assert isinstance(changed, Settings)
     assert changed.temperature == 0.2
     assert settings.temperature == 0.8
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("300", 300.0), ("5m", 300.0), ("1h30m", 5400.0), ("-1", -1.0), ("2.5s", 2.5), ("500ms", 0.5)],
+)
+def test_durations_in_ollama_style(text: str, seconds: float) -> None:
+    from hoshikage.config import parse_duration
+
+    assert parse_duration(text) == seconds
+
+
+def test_bad_durations_say_what_is_expected() -> None:
+    from hoshikage.config import parse_duration
+
+    with pytest.raises(ValueError, match="examples"):
+        parse_duration("5x")

@@ -47,6 +47,30 @@ def default_log_dir() -> Path:
     return Path(platformdirs.user_log_dir(APP_NAME))
 
 
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(value: str | float | int) -> float:
+    """Seconds from a number or an Ollama-style duration: "300", "5m", "1h30m", "-1"."""
+    if isinstance(value, (int, float)):
+        return float(value)
+    text = value.strip().lower()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    sign = -1.0 if text.startswith("-") else 1.0
+    rest, total = text.lstrip("+-"), 0.0
+    while rest:
+        digits = len(rest) - len(rest.lstrip("0123456789."))
+        unit = next((u for u in ("ms", "s", "m", "h", "d") if rest[digits:].startswith(u)), None)
+        if digits == 0 or unit is None:
+            raise ValueError(f"not a duration: {value!r} (examples: 30s, 5m, 1h, -1)")
+        total += float(rest[:digits]) * _DURATION_UNITS[unit]
+        rest = rest[digits + len(unit) :]
+    return sign * total
+
+
 class _TomlFileSource(PydanticBaseSettingsSource):
     """Reads the TOML file named by a higher-priority source, or the default one if it exists."""
 
@@ -135,12 +159,48 @@ class Settings(BaseSettings):
     user_prompt: str = Field("You> ", description="Prompt shown before your input.")
     assistant_prompt: str = Field("Assistant> ", description="Label shown before answers.")
 
+    # --- server -----------------------------------------------------------------------------
+    host: str = Field("127.0.0.1", description="Address the server binds to.")
+    port: int = Field(8000, ge=0, le=65535, description="Port the server listens on.")
+    api_keys: list[str] = Field(
+        default_factory=list, description="Bearer keys the server accepts (none: no auth)."
+    )
+    api_key_file: Path | None = Field(None, description="File with one API key per line.")
+    cors_origins: list[str] = Field(
+        default_factory=list, description="Browser origins allowed to call the API."
+    )
+    max_request_bytes: int = Field(
+        8_000_000, ge=1024, description="Largest request body accepted (413 beyond)."
+    )
+    keep_alive: float = Field(
+        300.0, description="Seconds a model stays loaded after its last request (<0: forever)."
+    )
+    max_loaded_models: int = Field(3, ge=1, description="Models loaded at once, at most.")
+    memory_budget: int | None = Field(
+        None, ge=0, description="Bytes models may use (default: 90% of physical memory)."
+    )
+    max_queue: int = Field(
+        16, ge=0, description="Requests that may wait per model beyond the running one (429)."
+    )
+    context_overflow: Literal["drop", "error"] = Field(
+        "drop",
+        description="A prompt too long for the window: drop oldest turns and say so, or 400.",
+    )
+    ramdisk_path: Path | None = Field(
+        None, description="RAM-backed directory to keep model copies in for fast reloads."
+    )
+
     # --- places and logging -----------------------------------------------------------------
     data_dir: Path = Field(
         default_factory=default_data_dir, description="Where sessions and history live."
     )
     log_dir: Path = Field(default_factory=default_log_dir, description="Where the log file goes.")
     log_level: LogLevel = Field("warn", description="Console log level.")
+
+    @field_validator("keep_alive", mode="before")
+    @classmethod
+    def _keep_alive_duration(cls, value: Any) -> Any:
+        return parse_duration(value) if isinstance(value, str) else value
 
     @field_validator("stop")
     @classmethod

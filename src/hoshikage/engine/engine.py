@@ -6,6 +6,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from hoshikage.engine.templates import ChatTemplate
 from hoshikage.engine.types import (
     ChatMessage,
     ContextOverflowError,
+    EmbeddingResult,
     EngineError,
     ModelInfo,
     PreparedPrompt,
@@ -47,6 +49,7 @@ class LoadOptions:
     backend: str = "auto"
     gpu_layers: int | None = None
     chat_template: str | None = None
+    embedding: bool = False  # load for pooled embeddings (an embedding model)
 
 
 def default_threads() -> int:
@@ -98,6 +101,7 @@ class Engine:
                     n_threads=options.n_threads or default_threads(),
                     flash_attn=options.flash_attn,
                     kv_cache_type=options.kv_cache_type,
+                    embedding=options.embedding,
                 ),
             )
         except BaseException:
@@ -118,6 +122,7 @@ class Engine:
             backend=backend_label,
             load_seconds=time.perf_counter() - started,
             chat_template_source=self.template.origin,
+            embedding=options.embedding,
             metadata=metadata,
         )
         log.info(
@@ -160,10 +165,22 @@ class Engine:
         return len(self.model.tokenize(self.template.render(messages)))
 
     def prepare_chat(
-        self, messages: Sequence[ChatMessage], params: SamplingParams
+        self, messages: Sequence[ChatMessage], params: SamplingParams, *, drop_oldest: bool = True
     ) -> PreparedPrompt:
-        """Render the template over as much recent history as fits, and tokenise it."""
+        """Render the template over as much recent history as fits, and tokenise it.
+
+        With drop_oldest False, a conversation that does not fit whole is an error instead.
+        """
         reserved = self._reserved(params)
+        if not drop_oldest:
+            n_prompt = self.count_chat_tokens(messages)
+            if n_prompt + reserved > self.n_ctx:
+                raise ContextOverflowError(
+                    f"the conversation needs {n_prompt} prompt tokens and {reserved} more are "
+                    f"reserved for the answer, but the context window holds {self.n_ctx}",
+                    n_prompt_tokens=n_prompt,
+                    n_ctx=self.n_ctx,
+                )
         kept, dropped, _ = fit_messages(
             messages,
             self.count_chat_tokens,
@@ -202,11 +219,20 @@ class Engine:
     def chat(self, messages: Sequence[ChatMessage], params: SamplingParams) -> Generation:
         if not messages:
             raise EngineError("a chat needs at least one message")
-        return self.scheduler.submit(self.prepare_chat(messages, params), params)
+        return self.generate(self.prepare_chat(messages, params), params)
 
     def complete(self, prompt: str, params: SamplingParams) -> Generation:
-        return self.scheduler.submit(self.prepare_completion(prompt, params), params)
+        return self.generate(self.prepare_completion(prompt, params), params)
+
+    def embed(self, texts: Sequence[str]) -> Future[EmbeddingResult]:
+        """Pooled, L2-normalised embeddings of each text, computed on the engine thread."""
+        self._require_open()
+        if not self.info.embedding:
+            raise EngineError(f"{self.info.name} is not loaded as an embedding model")
+        return self.scheduler.submit_embedding([self.model.tokenize(text) for text in texts])
 
     def generate(self, prepared: PreparedPrompt, params: SamplingParams) -> Generation:
         self._require_open()
+        if self.info.embedding:
+            raise EngineError(f"{self.info.name} is an embedding model; it cannot generate text")
         return self.scheduler.submit(prepared, params)

@@ -87,6 +87,13 @@ class Generation:
     def __aiter__(self) -> AsyncIterator[TokenEvent | FinishEvent]:
         return self._aiter()
 
+    async def finished(self) -> FinishEvent:
+        """Consume the whole stream (async) and return how it finished."""
+        async for _ in self:
+            pass
+        assert self.finish is not None
+        return self.finish
+
     def wait(self) -> FinishEvent:
         """Consume the whole stream (sync) and return how it finished."""
         for _ in self:

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 import llama_cpp
@@ -25,6 +27,8 @@ from hoshikage.engine.model import LlamaModel
 from hoshikage.engine.sampling import Sampler
 from hoshikage.engine.text_stream import StopMatcher, Utf8Assembler
 from hoshikage.engine.types import (
+    ContextOverflowError,
+    EmbeddingResult,
     EngineError,
     ErrorEvent,
     FinishEvent,
@@ -64,6 +68,7 @@ class ContextConfig:
     n_threads: int
     flash_attn: str = "auto"
     kv_cache_type: str = "f16"
+    embedding: bool = False  # pooled embeddings instead of generation
 
 
 @dataclass
@@ -72,6 +77,12 @@ class _Job:
     params: SamplingParams
     handle: Generation
     submitted_at: float
+
+
+@dataclass
+class _EmbedJob:
+    inputs: list[list[int]]
+    result: Future[EmbeddingResult]
 
 
 class _JobCancelled(Exception):
@@ -113,6 +124,10 @@ class Scheduler:
         params.type_k = KV_TYPES[config.kv_cache_type]
         params.type_v = KV_TYPES[config.kv_cache_type]
         params.no_perf = True
+        if config.embedding:
+            # Encoders see the whole input at once: one micro-batch holds a full window.
+            params.embeddings = True
+            params.n_ubatch = params.n_batch = config.n_ctx
         context = llama_cpp.llama_init_from_model(model.pointer, params)
         if not context:
             raise EngineError(
@@ -128,7 +143,9 @@ class Scheduler:
         self._batch = llama_cpp.llama_batch_init(config.n_batch, 0, 1)
         self._cached: list[int] = []  # tokens whose KV the context holds, in order
         self._last_logits_index = 0  # where in the last batch the logits to sample are
-        self._jobs: collections.deque[_Job] = collections.deque()
+        self.embedding = config.embedding
+        self._n_embd = int(llama_cpp.llama_model_n_embd(model.pointer))
+        self._jobs: collections.deque[_Job | _EmbedJob] = collections.deque()
         self._wakeup = threading.Condition()
         self._closing = False
         self._busy = False
@@ -144,6 +161,16 @@ class Scheduler:
             self._jobs.append(_Job(prompt, params, handle, time.perf_counter()))
             self._wakeup.notify()
         return handle
+
+    def submit_embedding(self, inputs: list[list[int]]) -> Future[EmbeddingResult]:
+        """Embed token lists on the engine thread; the future holds the vectors."""
+        result: Future[EmbeddingResult] = Future()
+        with self._wakeup:
+            if self._closing:
+                raise EngineError("the engine is shut down")
+            self._jobs.append(_EmbedJob(inputs, result))
+            self._wakeup.notify()
+        return result
 
     @property
     def cached_tokens(self) -> int:
@@ -164,7 +191,10 @@ class Scheduler:
                 return
             self._closing = True
             for job in self._jobs:
-                job.handle.cancel()
+                if isinstance(job, _Job):
+                    job.handle.cancel()
+                else:
+                    job.result.cancel()
             self._wakeup.notify_all()
         self._thread.join()
         llama_cpp.llama_batch_free(self._batch)
@@ -179,9 +209,12 @@ class Scheduler:
                 if not self._jobs:
                     return
                 job = self._jobs.popleft()
-                if self._closing:
+                if self._closing and isinstance(job, _Job):
                     job.handle.cancel()
                 self._busy = True
+            if isinstance(job, _EmbedJob):
+                self._serve_embedding(job)
+                continue
             try:
                 self._serve(job)
             except Exception as exc:  # never let one request take the engine thread down
@@ -212,6 +245,55 @@ class Scheduler:
             self._generate(job, sampler, len(tokens), reused, started, prefilled)
         finally:
             sampler.close()
+
+    def _serve_embedding(self, job: _EmbedJob) -> None:
+        if not job.result.set_running_or_notify_cancel():
+            self._busy = False
+            return
+        try:
+            vectors = [self._embed_one(tokens) for tokens in job.inputs]
+            job.result.set_result(
+                EmbeddingResult(vectors, sum(len(tokens) for tokens in job.inputs))
+            )
+        except Exception as exc:
+            job.result.set_exception(exc)
+        finally:
+            self._forget_cache()
+            self._busy = False
+
+    def _embed_one(self, tokens: list[int]) -> list[float]:
+        if not tokens:
+            raise EngineError("cannot embed an empty input")
+        if len(tokens) > self.n_batch:
+            raise ContextOverflowError(
+                f"an input of {len(tokens)} tokens is longer than the model's "
+                f"{self.n_batch}-token window",
+                n_prompt_tokens=len(tokens),
+                n_ctx=self.n_batch,
+            )
+        self._forget_cache()
+        batch = self._batch
+        for index, token in enumerate(tokens):
+            batch.token[index] = token
+            batch.pos[index] = index
+            batch.n_seq_id[index] = 1
+            batch.seq_id[index][0] = _SEQ
+            batch.logits[index] = True
+        batch.n_tokens = len(tokens)
+        if llama_cpp.llama_decode(self._context, batch) != 0:
+            raise EngineError("llama_decode failed while embedding")
+        pooled = llama_cpp.llama_get_embeddings_seq(self._context, _SEQ)
+        if pooled:
+            vector = [float(pooled[i]) for i in range(self._n_embd)]
+        else:  # no pooling in this model: average the token vectors
+            sums = [0.0] * self._n_embd
+            for index in range(len(tokens)):
+                row = llama_cpp.llama_get_embeddings_ith(self._context, index)
+                for dim in range(self._n_embd):
+                    sums[dim] += row[dim]
+            vector = [value / len(tokens) for value in sums]
+        norm = math.sqrt(sum(value * value for value in vector)) or 1.0
+        return [value / norm for value in vector]
 
     def _reuse_prefix(self, tokens: list[int]) -> int:
         """Keep the cached KV that matches the prompt's start; return how many tokens that is."""

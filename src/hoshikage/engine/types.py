@@ -54,6 +54,7 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
     logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias); -inf bans a token
     ignore_eos: bool = False  # keep generating past end-of-generation tokens (benchmarks)
+    grammar: str | None = None  # GBNF the output must follow (see engine.grammar)
 
     @property
     def greedy(self) -> bool:
@@ -127,6 +128,14 @@ class PreparedPrompt:
     tokens: list[int]
     dropped_messages: int = 0
     max_new_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class EmbeddingResult:
+    """One L2-normalised vector per input, and how many tokens the inputs had."""
+
+    vectors: list[list[float]]
+    prompt_tokens: int
 
 
 @dataclass
