@@ -213,5 +213,14 @@ def bench(
     print_report(console, report, as_json=as_json)
 
 
+def _register_subcommands() -> None:
+    from hoshikage.cli.models_cmd import models_app
+
+    app.add_typer(models_app, name="models", help="Register, pull, list and verify models.")
+
+
 def main() -> None:
     app()
+
+
+_register_subcommands()

@@ -1,1 +1,1 @@
-"""Model files made here rather than downloaded: synthetic GGUFs for tests and benchmarks."""
+"""Models: the registry of aliases, pulling from Hugging Face, loading and keeping them."""

@@ -33,4 +33,27 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         CREATE INDEX sessions_by_update ON sessions(updated_at);
         """,
     ),
+    (
+        "0002_models",
+        # The model registry: one row per alias; several aliases may name the same file.
+        # keep_alive_s NULL means the global keep_alive setting; metadata is JSON.
+        """
+        CREATE TABLE models (
+            name           TEXT PRIMARY KEY,
+            path           TEXT NOT NULL,
+            sha256         TEXT,
+            size_bytes     INTEGER,
+            architecture   TEXT,
+            quantization   TEXT,
+            context_length INTEGER,
+            parameters     INTEGER,
+            embedding      INTEGER NOT NULL DEFAULT 0 CHECK (embedding IN (0, 1)),
+            keep_alive_s   REAL,
+            source         TEXT,
+            metadata       TEXT NOT NULL DEFAULT '{}',
+            added_at       REAL NOT NULL
+        );
+        CREATE INDEX models_by_path ON models(path);
+        """,
+    ),
 )
