@@ -18,7 +18,7 @@ from hoshikage.engine import (
     SamplingParams,
 )
 from hoshikage.engine.grammar import JSON_OBJECT_GBNF, json_schema_grammar
-from hoshikage.engine.model import estimate_memory_bytes
+from hoshikage.models.gguf_info import estimate_memory_bytes
 
 PERSON = {
     "type": "object",

@@ -169,33 +169,3 @@ class LlamaModel:
     def end_of_generation_tokens(self) -> tuple[int, ...]:
         """Every token that ends generation (EOS, EOT, <|im_end|> …), found once per model."""
         return tuple(token for token in range(self.n_vocab) if self.is_end_of_generation(token))
-
-
-_KV_BYTES_PER_ELEMENT = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
-
-
-def estimate_memory_bytes(path: Path, n_ctx: int, kv_cache_type: str = "f16") -> int:
-    """What loading costs, before loading: the weights plus the KV cache for n_ctx tokens.
-
-    Reads only the metadata (a vocabulary-only load), so it is cheap enough to run before
-    deciding whether a model fits. Compute buffers are covered by a 10% margin.
-    """
-    probe = LlamaModel(path, vocab_only=True)
-    try:
-        arch = probe.meta("general.architecture") or "llama"
-
-        def number(key: str, default: int = 0) -> int:
-            value = probe.meta(f"{arch}.{key}")
-            return int(float(value)) if value else default
-
-        n_layer, n_embd = number("block_count"), number("embedding_length")
-        n_head = number("attention.head_count", 1) or 1
-        n_head_kv = number("attention.head_count_kv", n_head) or n_head
-        head_k = number("attention.key_length", n_embd // n_head)
-        head_v = number("attention.value_length", n_embd // n_head)
-        context = min(n_ctx, number("context_length", n_ctx)) if n_ctx else number("context_length")
-    finally:
-        probe.close()
-    per_element = _KV_BYTES_PER_ELEMENT.get(kv_cache_type, 1.0)
-    kv_bytes = n_layer * context * n_head_kv * (head_k + head_v) * per_element
-    return int((path.stat().st_size + kv_bytes) * 1.1)

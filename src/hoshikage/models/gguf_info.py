@@ -273,3 +273,33 @@ class _Parser:
 
     def _corrupt(self, reason: str) -> GgufError:
         return GgufError(f"{self.path} is not a readable GGUF file: {reason} (at byte {self.pos})")
+
+
+_KV_BYTES_PER_ELEMENT = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
+
+
+def estimate_memory_bytes(path: Path, n_ctx: int, kv_cache_type: str = "f16") -> int:
+    """What loading costs, before loading: the weights plus the KV cache for n_ctx tokens.
+
+    Reads only the GGUF header, so it is cheap enough to run before deciding whether a model
+    fits. n_ctx 0 means the model's training context. Compute buffers get a 10% margin.
+    """
+    info = read_gguf_info(path)
+    arch = info.architecture or "llama"
+
+    def number(key: str, default: int = 0) -> int:
+        value = info.metadata.get(f"{arch}.{key}")
+        if isinstance(value, (list, tuple)):  # per-layer head counts: the largest bounds it
+            value = max(value) if value else None
+        return int(value) if isinstance(value, (int, float)) else default
+
+    n_layer, n_embd = number("block_count"), number("embedding_length")
+    n_head = number("attention.head_count", 1) or 1
+    n_head_kv = number("attention.head_count_kv", n_head) or n_head
+    head_k = number("attention.key_length", n_embd // n_head)
+    head_v = number("attention.value_length", n_embd // n_head)
+    trained = number("context_length", n_ctx)
+    context = min(n_ctx, trained) if n_ctx else trained
+    per_element = _KV_BYTES_PER_ELEMENT.get(kv_cache_type, 1.0)
+    kv_bytes = n_layer * context * n_head_kv * (head_k + head_v) * per_element
+    return int((path.stat().st_size + kv_bytes) * 1.1)

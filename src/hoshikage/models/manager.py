@@ -24,7 +24,7 @@ import psutil
 
 from hoshikage.config import Settings
 from hoshikage.engine import Engine, EngineError
-from hoshikage.engine.model import estimate_memory_bytes
+from hoshikage.models.gguf_info import GgufError, estimate_memory_bytes
 from hoshikage.runtime import load_options
 
 log = logging.getLogger(__name__)
@@ -234,7 +234,7 @@ class ModelManager:
                 need = await asyncio.to_thread(
                     estimate_memory_bytes, spec.path, options.n_ctx, options.kv_cache_type
                 )
-            except EngineError as exc:
+            except (GgufError, OSError) as exc:
                 raise ModelLoadError(f"cannot load model {spec.name!r}: {exc}") from exc
             await self._make_room(spec.name, need)
             path = await asyncio.to_thread(self._warm_copy, spec.path)
