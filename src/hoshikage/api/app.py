@@ -1,0 +1,273 @@
+"""`create_app(settings)`: one FastAPI app with everything it needs; no module-level state."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hmac
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from hoshikage import __version__
+from hoshikage.api.errors import ApiError, error_response, install_error_handlers
+from hoshikage.api.metrics import Metrics, MetricsMiddleware
+from hoshikage.api.service import InferenceService
+from hoshikage.config import Settings
+from hoshikage.models.gguf_info import GgufError, read_gguf_info
+from hoshikage.models.manager import ModelManager, ModelSpec, UnknownModelError
+from hoshikage.models.registry import ModelRegistry
+from hoshikage.store import Database, SessionStore
+
+log = logging.getLogger(__name__)
+
+OPEN_PATHS = frozenset({"/health"})  # reachable without an API key
+# Response headers a browser app may read (CORS): how much history was dropped, and the session.
+EXPOSED_HEADERS = ("X-Hoshikage-Dropped-Messages", "X-Session-Id", "Retry-After")
+
+
+@dataclass
+class AppState:
+    """Everything a route may use, reached as `request.app.state.hoshikage`."""
+
+    settings: Settings
+    database: Database
+    sessions: SessionStore
+    registry: ModelRegistry
+    manager: ModelManager
+    service: InferenceService
+    api_keys: frozenset[str]
+    metrics: Metrics  # routes of every API report finished generations here
+    started_at: float = field(default_factory=time.time)
+    ready: bool = False
+
+
+def state_of(request: Request) -> AppState:
+    state: AppState = request.app.state.hoshikage
+    return state
+
+
+def load_api_keys(settings: Settings) -> frozenset[str]:
+    keys = set(settings.api_keys)
+    if settings.api_key_file is not None:
+        try:
+            text = settings.api_key_file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ValueError(f"cannot read api_key_file {settings.api_key_file}: {exc}") from exc
+        keys.update(line.strip() for line in text.splitlines() if line.strip())
+    return frozenset(keys)
+
+
+def served_models(settings: Settings) -> dict[str, Path]:
+    """Models the settings name, as listed to clients: the aliases, and the served model
+    (`settings.model`) by its file's stem."""
+    served: dict[str, Path] = {
+        alias: path.expanduser() for alias, path in settings.model_aliases.items()
+    }
+    if settings.model:
+        path = settings.model_aliases.get(settings.model, Path(settings.model)).expanduser()
+        served.setdefault(path.stem, path)
+    return served
+
+
+@functools.lru_cache(maxsize=64)
+def _embedding_by_header(path: Path, mtime_ns: int) -> bool:
+    try:
+        return read_gguf_info(path).is_embedding_model
+    except (GgufError, OSError):
+        return False  # loading will fail with the real reason
+
+
+def is_embedding_file(path: Path) -> bool:
+    """Whether a configured (unregistered) model file is an embedding model, from its header."""
+    try:
+        return _embedding_by_header(path, path.stat().st_mtime_ns)
+    except OSError:
+        return False
+
+
+def model_resolver(settings: Settings, registry: ModelRegistry) -> Callable[[str], ModelSpec]:
+    """Names clients may use: registered models, configured aliases, and the served model.
+
+    A client never names a path: only what the operator registered or configured is opened.
+    """
+    served = served_models(settings)
+    if settings.model:
+        # The served model also answers to the name it was configured with.
+        served.setdefault(
+            settings.model,
+            settings.model_aliases.get(settings.model, Path(settings.model)).expanduser(),
+        )
+
+    def resolve(name: str) -> ModelSpec:
+        record = registry.find(name)
+        if record is not None:
+            return ModelSpec(
+                name=record.name,
+                path=Path(record.path),
+                embedding=record.embedding,
+                keep_alive_s=record.keep_alive_s,
+            )
+        path = served.get(name) or served.get(name.removesuffix(":latest"))
+        if path is not None:
+            return ModelSpec(
+                name=name.removesuffix(":latest"), path=path, embedding=is_embedding_file(path)
+            )
+        known = sorted({*served, *(r.name for r in registry.list())})
+        raise UnknownModelError(
+            f"model {name!r} not found; available: {', '.join(known) or 'none'} "
+            f"(add one with `hoshikage models add` or `pull`)"
+        )
+
+    return resolve
+
+
+def create_app(settings: Settings) -> FastAPI:
+    database = Database(settings.database_path)
+    registry = ModelRegistry(database)
+    sessions = SessionStore(database)
+    manager = ModelManager(settings, model_resolver(settings, registry))
+    service = InferenceService(settings, manager, sessions)
+    state = AppState(
+        settings=settings,
+        database=database,
+        sessions=sessions,
+        registry=registry,
+        manager=manager,
+        service=service,
+        api_keys=load_api_keys(settings),
+        metrics=Metrics(manager, service),
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await manager.start()
+        state.ready = True
+        try:
+            yield
+        finally:
+            state.ready = False
+            await manager.close()
+            database.close()
+
+    app = FastAPI(
+        title="Hoshikage",
+        version=__version__,
+        description="Local LLM server: OpenAI- and Ollama-compatible APIs over llama.cpp.",
+        lifespan=lifespan,
+    )
+    app.state.hoshikage = state
+    install_error_handlers(app)
+    # Inside the guards (added later = further out): its 413 must reach FastAPI's body read
+    # directly, not through the guard's wrapped receive.
+    app.add_middleware(RequestBodies, max_bytes=settings.max_request_bytes)
+    _install_guards(app, state)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=list(EXPOSED_HEADERS),
+        )
+    # Outermost, so that requests refused by the guards are counted too.
+    app.add_middleware(MetricsMiddleware, metrics=state.metrics)
+    _include_routes(app)
+    return app
+
+
+class RequestBodies:
+    """Request bodies: JSON whatever their content type claims, and never over the limit.
+
+    `curl -d '{...}'` sends form-encoded bodies, and that is how Ollama's own examples call
+    its API; no route here takes a form, so such a body is JSON sent without the header.
+    The guard refuses a declared Content-Length over max_request_bytes; this also stops a
+    chunked body (no length declared) once it grows past the limit.
+    """
+
+    _RELABELED = (b"application/x-www-form-urlencoded", b"text/plain")
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = scope["headers"]
+        if any(k == b"content-type" and v.startswith(self._RELABELED) for k, v in headers):
+            scope = dict(scope)
+            scope["headers"] = [
+                (k, b"application/json" if k == b"content-type" else v) for k, v in headers
+            ]
+        received = 0
+
+        async def receive_within_limit() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    # FastAPI's own HTTPException: it re-raises that one from a body read.
+                    raise HTTPException(
+                        413,
+                        f"request body over the limit of {self.max_bytes} bytes "
+                        f"(max_request_bytes)",
+                    )
+            return message
+
+        await self.app(scope, receive_within_limit, send)
+
+
+def _include_routes(app: FastAPI) -> None:
+    from hoshikage.api import native_routes, ollama_routes, openai_routes
+
+    app.include_router(openai_routes.router)
+    app.include_router(ollama_routes.router)
+    app.include_router(native_routes.router)
+
+
+def _install_guards(app: FastAPI, state: AppState) -> None:
+    """API keys (every route but /health) and the request size limit."""
+
+    @app.middleware("http")
+    async def guard(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        if state.api_keys and request.url.path not in OPEN_PATHS and request.method != "OPTIONS":
+            header = request.headers.get("authorization", "")
+            scheme, _, token = header.partition(" ")
+            if scheme.lower() != "bearer" or not any(
+                hmac.compare_digest(token.strip(), key) for key in state.api_keys
+            ):
+                return error_response(
+                    request,
+                    ApiError(
+                        401,
+                        "missing or wrong API key: send 'Authorization: Bearer <key>'",
+                        code="invalid_api_key",
+                        headers={"WWW-Authenticate": "Bearer"},
+                    ),
+                )
+        length = request.headers.get("content-length")
+        if (
+            length is not None
+            and length.isdigit()
+            and int(length) > state.settings.max_request_bytes
+        ):
+            return error_response(
+                request,
+                ApiError(
+                    413,
+                    f"request body of {length} bytes is over the limit of "
+                    f"{state.settings.max_request_bytes} (max_request_bytes)",
+                ),
+            )
+        return await call_next(request)

@@ -1,0 +1,354 @@
+"""Ollama API bodies, field for field as Ollama's server and the official `ollama` client use them.
+
+Requests are validated strictly (a string where a number belongs is a 400, as in Ollama's Go
+server), but unknown fields are kept and only logged: Ollama ignores fields it does not know,
+and clients written for newer Ollama versions send some.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from hoshikage.config import parse_duration
+
+# What GET /api/version reports: tools compare it against the Ollama release that added a
+# feature (structured outputs came in 0.5.0), and everything up to this one is implemented.
+OLLAMA_COMPATIBLE_VERSION = "0.6.0"
+
+# Options Ollama accepts that change nothing here (load-time knobs are server settings; the
+# rest are samplers llama.cpp dropped or Hoshikage does not chain). Ignored with a note.
+IGNORED_OPTIONS = frozenset(
+    {
+        "numa",
+        "num_batch",
+        "num_gpu",
+        "main_gpu",
+        "low_vram",
+        "f16_kv",
+        "logits_all",
+        "vocab_only",
+        "use_mmap",
+        "use_mlock",
+        "embedding_only",
+        "num_thread",
+        "num_keep",
+        "tfs_z",
+        "typical_p",
+        "mirostat",
+        "mirostat_tau",
+        "mirostat_eta",
+        "penalize_newline",
+    }
+)
+
+
+def _integral(value: Any) -> Any:
+    # JSON decoders in some languages write every number as a float (5.0): accept whole ones.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _seconds(value: Any) -> Any:
+    """keep_alive: a number of seconds or a duration string ("5m", "1h30m", "-1")."""
+    if isinstance(value, str):
+        seconds = parse_duration(value)  # ValueError: pydantic reports it as a 400
+        if not math.isfinite(seconds):
+            raise ValueError(f"not a duration: {value!r}")
+        return seconds
+    return value
+
+
+def _model_or_name(data: Any) -> Any:
+    # Older clients (and Ollama's own docs of some routes) send "name" instead of "model".
+    if isinstance(data, dict) and "model" not in data and "name" in data:
+        return {**data, "model": data["name"]}
+    return data
+
+
+def _format(value: Any) -> Any:
+    # One clear message instead of one per member of the union.
+    if value is None or value in ("", "json") or isinstance(value, dict):
+        return value
+    raise ValueError('format must be "json" or a JSON schema (an object)')
+
+
+def _texts(value: Any) -> Any:
+    if isinstance(value, str) or (
+        isinstance(value, list) and all(isinstance(item, str) for item in value)
+    ):
+        return value
+    raise ValueError("input must be a string or a list of strings")
+
+
+Int = Annotated[int, BeforeValidator(_integral)]
+KeepAlive = Annotated[float | None, BeforeValidator(_seconds)]
+Format = Annotated[Literal["", "json"] | dict[str, Any] | None, BeforeValidator(_format)]
+Texts = Annotated[str | list[str], BeforeValidator(_texts)]
+
+
+class OllamaBody(BaseModel):
+    """Strict types, no NaN or infinity, unknown fields kept (in model_extra) to be logged."""
+
+    model_config = ConfigDict(strict=True, extra="allow", allow_inf_nan=False)
+
+    @property
+    def unknown_fields(self) -> list[str]:
+        return sorted(self.model_extra or {})
+
+
+class ModelRequest(OllamaBody):
+    """A request that names one model."""
+
+    model: str = Field(description="A registered model name or alias.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _accept_name(cls, data: Any) -> Any:
+        return _model_or_name(data)
+
+    @field_validator("model")
+    @classmethod
+    def _model_given(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("model is required")
+        return value
+
+
+class Options(OllamaBody):
+    """Sampling options; load-time ones come from the server settings."""
+
+    temperature: float | None = Field(None, ge=0.0, le=5.0)
+    top_p: float | None = Field(None, ge=0.0, le=1.0)
+    top_k: Int | None = Field(None, ge=0)
+    min_p: float | None = Field(None, ge=0.0, le=1.0)
+    repeat_penalty: float | None = Field(None, gt=0.0, le=5.0)
+    repeat_last_n: Int | None = Field(None, ge=-1, description="-1: the whole context.")
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    seed: Int | None = Field(None, description="Negative: a random seed.")
+    num_predict: Int | None = Field(
+        None, ge=-2, description="Most tokens to generate; -1: no limit, -2: fill the context."
+    )
+    stop: list[str] | None = None
+    num_ctx: Int | None = Field(
+        None, ge=1, description="Noted only: the context size is a server setting."
+    )
+
+    @field_validator("stop")
+    @classmethod
+    def _no_empty_stop(cls, value: list[str] | None) -> list[str] | None:
+        if value and any(not item for item in value):
+            raise ValueError("stop strings must not be empty")
+        return value
+
+
+class Message(OllamaBody):
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str | None = None
+    images: list[str] | None = None
+    tool_calls: list[Any] | None = None
+    tool_name: str | None = None
+    thinking: str | None = None
+
+
+class GenerationRequest(ModelRequest):
+    """What chat and generate share."""
+
+    stream: bool | None = Field(None, description="Stream NDJSON lines (default true).")
+    format: Format = Field(None, description='"json", or a JSON schema the output must match.')
+    options: Options | None = None
+    keep_alive: KeepAlive = Field(
+        None, description="Seconds or a duration ('5m'); 0 unloads after, negative: forever."
+    )
+    think: bool | Literal["high", "medium", "low"] | None = None
+
+    @property
+    def streaming(self) -> bool:
+        return self.stream is not False
+
+
+class ChatRequest(GenerationRequest):
+    messages: list[Message] | None = Field(
+        None, description="The conversation; empty: only load (or unload) the model."
+    )
+    tools: list[Any] | None = None
+    session_id: str | None = Field(
+        None, description="A stored session (id or name) to continue and save the turn in."
+    )
+
+
+class GenerateRequest(GenerationRequest):
+    prompt: str | None = Field(None, description="Empty: only load (or unload) the model.")
+    system: str | None = None
+    suffix: str | None = None
+    template: str | None = None
+    context: list[Int] | None = None
+    raw: bool | None = Field(None, description="Send the prompt as is, without the template.")
+    images: list[str] | None = None
+    session_id: str | None = Field(
+        None, description="A stored session (id or name) to continue and save the turn in."
+    )
+
+
+class EmbedRequest(ModelRequest):
+    input: Texts = Field(description="One text or a list of texts.")
+    truncate: bool | None = Field(
+        None, description="Cut inputs longer than the model's window (default true)."
+    )
+    options: Options | None = None
+    keep_alive: KeepAlive = None
+    dimensions: Int | None = Field(None, ge=1)
+
+
+class EmbeddingsRequest(ModelRequest):
+    prompt: str | None = None
+    options: Options | None = None
+    keep_alive: KeepAlive = None
+
+
+class PullRequest(ModelRequest):
+    model: str = Field(
+        description="hf://<owner>/<repo>/<file>.gguf or <owner>/<repo>[:<quantisation>]"
+    )
+    insecure: bool | None = None
+    stream: bool | None = None
+
+
+class ShowRequest(ModelRequest):
+    verbose: bool | None = None
+
+
+class DeleteRequest(ModelRequest):
+    pass
+
+
+class CopyRequest(OllamaBody):
+    source: str
+    destination: str
+
+    @field_validator("source", "destination")
+    @classmethod
+    def _given(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("a model name is required")
+        return value
+
+
+# --- responses (for the API docs; the routes write the same fields) ---------------------------
+class ErrorResponse(BaseModel):
+    error: str
+
+
+class VersionResponse(BaseModel):
+    version: str
+    hoshikage: str
+
+
+class ModelDetails(BaseModel):
+    parent_model: str = ""
+    format: str = "gguf"
+    family: str = ""
+    families: list[str] | None = None
+    parameter_size: str = ""
+    quantization_level: str = ""
+
+
+class ListedModel(BaseModel):
+    name: str
+    model: str
+    modified_at: str
+    size: int
+    digest: str
+    details: ModelDetails
+
+
+class TagsResponse(BaseModel):
+    models: list[ListedModel]
+
+
+class RunningModel(BaseModel):
+    name: str
+    model: str
+    size: int
+    digest: str
+    details: ModelDetails
+    expires_at: str
+    size_vram: int
+    context_length: int
+
+
+class PsResponse(BaseModel):
+    models: list[RunningModel]
+
+
+class ShowResponse(BaseModel):
+    modelfile: str
+    parameters: str
+    template: str
+    details: ModelDetails
+    model_info: dict[str, Any]
+    capabilities: list[str]
+    modified_at: str
+    license: str | None = None
+
+
+class ResponseMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class _Done(BaseModel):
+    model: str
+    created_at: str
+    done: bool
+    done_reason: str | None = None
+    total_duration: int | None = Field(None, description="Nanoseconds.")
+    load_duration: int | None = Field(None, description="Nanoseconds.")
+    prompt_eval_count: int | None = None
+    prompt_eval_duration: int | None = Field(None, description="Nanoseconds.")
+    eval_count: int | None = None
+    eval_duration: int | None = Field(None, description="Nanoseconds.")
+
+
+class ChatResponse(_Done):
+    message: ResponseMessage
+
+
+class GenerateResponse(_Done):
+    response: str
+
+
+class EmbedResponse(BaseModel):
+    model: str
+    embeddings: list[list[float]]
+    total_duration: int
+    load_duration: int
+    prompt_eval_count: int
+
+
+class EmbeddingsResponse(BaseModel):
+    embedding: list[float]
+
+
+class ProgressResponse(BaseModel):
+    status: str
+    digest: str | None = None
+    total: int | None = None
+    completed: int | None = None
+
+
+class StatusResponse(BaseModel):
+    status: str
