@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import sys
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Annotated, Any, Literal, cast
 
 import platformdirs
-from pydantic import Field, ValidationError, create_model, field_validator
+from pydantic import BeforeValidator, Field, ValidationError, create_model, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -69,6 +70,19 @@ def parse_duration(value: str | float | int) -> float:
         total += float(rest[:digits]) * _DURATION_UNITS[unit]
         rest = rest[digits + len(unit) :]
     return sign * total
+
+
+def _duration_before(value: Any) -> Any:
+    if isinstance(value, str):
+        seconds = parse_duration(value)  # a ValueError becomes a validation error
+        if not math.isfinite(seconds):
+            raise ValueError(f"not a duration: {value!r}")
+        return seconds
+    return value
+
+
+# Seconds, given as a number or as an Ollama-style duration string ("5m", "1h30m", "-1").
+Duration = Annotated[float, BeforeValidator(_duration_before)]
 
 
 class _TomlFileSource(PydanticBaseSettingsSource):
@@ -172,7 +186,7 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(
         8_000_000, ge=1024, description="Largest request body accepted (413 beyond)."
     )
-    keep_alive: float = Field(
+    keep_alive: Duration = Field(
         300.0, description="Seconds a model stays loaded after its last request (<0: forever)."
     )
     max_loaded_models: int = Field(3, ge=1, description="Models loaded at once, at most.")
@@ -196,11 +210,6 @@ class Settings(BaseSettings):
     )
     log_dir: Path = Field(default_factory=default_log_dir, description="Where the log file goes.")
     log_level: LogLevel = Field("warn", description="Console log level.")
-
-    @field_validator("keep_alive", mode="before")
-    @classmethod
-    def _keep_alive_duration(cls, value: Any) -> Any:
-        return parse_duration(value) if isinstance(value, str) else value
 
     @field_validator("stop")
     @classmethod

@@ -7,7 +7,6 @@ and clients written for newer Ollama versions send some.
 
 from __future__ import annotations
 
-import math
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -19,7 +18,7 @@ from pydantic import (
     model_validator,
 )
 
-from hoshikage.config import parse_duration
+from hoshikage.config import Duration
 
 # What GET /api/version reports: tools compare it against the Ollama release that added a
 # feature (structured outputs came in 0.5.0), and everything up to this one is implemented.
@@ -59,16 +58,6 @@ def _integral(value: Any) -> Any:
     return value
 
 
-def _seconds(value: Any) -> Any:
-    """keep_alive: a number of seconds or a duration string ("5m", "1h30m", "-1")."""
-    if isinstance(value, str):
-        seconds = parse_duration(value)  # ValueError: pydantic reports it as a 400
-        if not math.isfinite(seconds):
-            raise ValueError(f"not a duration: {value!r}")
-        return seconds
-    return value
-
-
 def _model_or_name(data: Any) -> Any:
     # Older clients (and Ollama's own docs of some routes) send "name" instead of "model".
     if isinstance(data, dict) and "model" not in data and "name" in data:
@@ -92,7 +81,7 @@ def _texts(value: Any) -> Any:
 
 
 Int = Annotated[int, BeforeValidator(_integral)]
-KeepAlive = Annotated[float | None, BeforeValidator(_seconds)]
+KeepAlive = Duration | None
 Format = Annotated[Literal["", "json"] | dict[str, Any] | None, BeforeValidator(_format)]
 Texts = Annotated[str | list[str], BeforeValidator(_texts)]
 

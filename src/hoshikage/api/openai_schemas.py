@@ -13,7 +13,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from hoshikage.config import parse_duration
+from hoshikage.config import Duration
 from hoshikage.engine import ChatMessage
 from hoshikage.engine.types import Role
 
@@ -143,22 +143,12 @@ class SamplingFields(OpenAIRequest):
     )
     ignore_eos: bool = Field(False, description="llama.cpp: keep generating past end-of-text.")
     # Hoshikage extras
-    keep_alive: float | None = Field(
+    keep_alive: Duration | None = Field(
         None,
         description="Hoshikage: how long the model stays loaded after this request: seconds "
         "or a duration ('5m'); negative keeps it loaded.",
     )
     response_format: ResponseFormat | None = None
-
-    @field_validator("keep_alive", mode="before")
-    @classmethod
-    def _duration(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            try:
-                return parse_duration(value)
-            except ValueError as exc:
-                raise unsupported(str(exc)) from None
-        return value
 
     @field_validator("n")
     @classmethod
@@ -438,19 +428,9 @@ class EmbeddingRequest(OpenAIRequest):
         None, ge=1, description="Only the model's own dimension (no shortening)."
     )
     user: str | None = Field(None, max_length=256)
-    keep_alive: float | None = Field(
+    keep_alive: Duration | None = Field(
         None, description="Hoshikage: how long the model stays loaded (seconds or '5m')."
     )
-
-    @field_validator("keep_alive", mode="before")
-    @classmethod
-    def _duration(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            try:
-                return parse_duration(value)
-            except ValueError as exc:
-                raise unsupported(str(exc)) from None
-        return value
 
     @field_validator("input")
     @classmethod

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from hoshikage.config import Settings
+from hoshikage.conversation.chat import answer_message
 from hoshikage.engine import ChatMessage, EmbeddingResult, Generation, SamplingParams
 from hoshikage.models.manager import ModelManager
 from hoshikage.store import NewMessage, SessionRecord, SessionStore, StoreError
@@ -153,16 +154,5 @@ class InferenceService:
         assert finish is not None
         question = next((m for m in reversed(messages) if m.role == "user"), None)
         turn = [] if question is None else [NewMessage(role="user", content=question.content)]
-        turn.append(
-            NewMessage(
-                role="assistant",
-                content=run.generation.text,
-                prompt_tokens=finish.usage.prompt_tokens,
-                completion_tokens=finish.usage.completion_tokens,
-                ttft_s=finish.timings.time_to_first_token_s,
-                decode_tokens_per_s=finish.timings.decode_tokens_per_s,
-                total_s=finish.timings.total_s,
-                finish_reason=finish.finish_reason,
-            )
-        )
+        turn.append(answer_message(run.generation.text, finish))
         await asyncio.to_thread(self.sessions.append, session.id, turn)

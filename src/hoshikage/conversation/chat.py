@@ -57,6 +57,20 @@ class ConversationStats:
         return self.decode_tokens / self.decode_seconds if self.decode_seconds > 0 else 0.0
 
 
+def answer_message(text: str, finish: FinishEvent) -> NewMessage:
+    """The stored form of an answer: its text with the tokens and timings it took."""
+    return NewMessage(
+        role="assistant",
+        content=text,
+        prompt_tokens=finish.usage.prompt_tokens,
+        completion_tokens=finish.usage.completion_tokens,
+        ttft_s=finish.timings.time_to_first_token_s,
+        decode_tokens_per_s=finish.timings.decode_tokens_per_s,
+        total_s=finish.timings.total_s,
+        finish_reason=finish.finish_reason,
+    )
+
+
 def sampling_to_dict(params: SamplingParams) -> dict[str, Any]:
     return asdict(params)
 
@@ -125,16 +139,7 @@ class Conversation:
             session.id,
             [
                 NewMessage(role="user", content=turn.user_text),
-                NewMessage(
-                    role="assistant",
-                    content=answer,
-                    prompt_tokens=finish.usage.prompt_tokens,
-                    completion_tokens=finish.usage.completion_tokens,
-                    ttft_s=finish.timings.time_to_first_token_s,
-                    decode_tokens_per_s=finish.timings.decode_tokens_per_s,
-                    total_s=finish.timings.total_s,
-                    finish_reason=finish.finish_reason,
-                ),
+                answer_message(answer, finish),
             ],
         )
         self.history += [ChatMessage("user", turn.user_text), ChatMessage("assistant", answer)]
