@@ -190,6 +190,13 @@ class Settings(BaseSettings):
         300.0, description="Seconds a model stays loaded after its last request (<0: forever)."
     )
     max_loaded_models: int = Field(3, ge=1, description="Models loaded at once, at most.")
+    parallel: int = Field(
+        4,
+        ge=1,
+        le=64,
+        description="Server: requests per model decoded together (continuous batching), each "
+        "with a full context window. The terminal chat uses one.",
+    )
     memory_budget: int | None = Field(
         None, ge=0, description="Bytes models may use (default: 90% of physical memory)."
     )

@@ -24,7 +24,8 @@ def _from_settings(cls: type[T], settings: Settings, **extra: Any) -> T:
 
 
 def load_options(settings: Settings) -> LoadOptions:
-    return _from_settings(LoadOptions, settings)
+    """Options for one user (chat, bench): one slot; the server's manager sets `parallel`."""
+    return _from_settings(LoadOptions, settings, parallel=1)
 
 
 def sampling_defaults(settings: Settings) -> SamplingParams:

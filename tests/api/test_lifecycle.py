@@ -189,7 +189,7 @@ def test_disconnect_while_waiting_for_a_whole_answer_frees_the_engine(
 def test_full_queue_is_429_with_retry_after(
     server_factory: ServerFactory, random_model: Path
 ) -> None:
-    server = server_factory(model=str(random_model), max_queue=0)
+    server = server_factory(model=str(random_model), max_queue=0, parallel=1)
     with (
         httpx.Client(timeout=30) as http,
         http.stream(

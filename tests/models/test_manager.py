@@ -135,7 +135,7 @@ def test_memory_budget_evicts_then_refuses(
 def test_queue_limit_and_kinds(tmp_path: Path, three_models: dict[str, ModelSpec]) -> None:
     async def scenario() -> None:
         models = {**three_models, "e": ModelSpec("e", three_models["a"].path, embedding=True)}
-        manager = make_manager(tmp_path, models, max_queue=1)
+        manager = make_manager(tmp_path, models, max_queue=1, parallel=1)
         await manager.start()
         async with manager.use("a"), manager.use("a"):  # one running, one waiting
             with pytest.raises(OverloadedError) as refused:

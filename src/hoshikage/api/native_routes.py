@@ -63,6 +63,7 @@ async def status(request: Request) -> dict[str, Any]:
             else round(max(model.expires_at - now, 0.0), 3),
             "active": model.active,
             "queued": model.queued,
+            "slots": [{"cached_tokens": tokens, "busy": busy} for tokens, busy in model.slots],
         }
         for model in loaded
     ]

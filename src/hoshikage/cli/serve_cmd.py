@@ -95,6 +95,13 @@ def serve(
     max_loaded_models: Annotated[
         int | None, typer.Option(help="Models loaded at once, at most.", show_default=False)
     ] = None,
+    parallel: Annotated[
+        int | None,
+        typer.Option(
+            help="Requests per model decoded together (continuous batching; default 4).",
+            show_default=False,
+        ),
+    ] = None,
     max_queue: Annotated[
         int | None,
         typer.Option(help="Requests that may wait per model (429 beyond).", show_default=False),

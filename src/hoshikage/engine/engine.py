@@ -50,6 +50,7 @@ class LoadOptions:
     gpu_layers: int | None = None
     chat_template: str | None = None
     embedding: bool = False  # load for pooled embeddings (an embedding model)
+    parallel: int = 1  # requests decoded together, each with its own full context window
 
 
 def default_threads() -> int:
@@ -102,6 +103,7 @@ class Engine:
                     flash_attn=options.flash_attn,
                     kv_cache_type=options.kv_cache_type,
                     embedding=options.embedding,
+                    n_slots=options.parallel,
                 ),
             )
         except BaseException:

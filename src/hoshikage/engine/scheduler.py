@@ -1,13 +1,15 @@
 """The engine thread: the only code that runs llama_decode. Requests in, token events out.
 
-One dedicated thread owns the llama.cpp context and runs a step loop; callers submit from
-any thread or event loop and never block on inference. Requests are served in arrival order,
-one sequence at a time for now; the loop is written in steps (prefill chunks, then one
-decode per token, cancellation checked between steps) so that a batching scheduler can
-later step several sequences per llama_decode behind the same submit/cancel interface.
+Continuous batching. The context has `n_slots` sequences (slots), each with its own KV cache
+of n_ctx tokens. One dedicated thread runs a step loop: each step builds one llama_batch with
+the next token of every generating slot plus chunks of the prompts still being read (chunked
+prefill, so a long prompt never stalls the others), calls llama_decode once, and samples
+every slot whose logits came out, each with its own sampler chain. Requests join free slots
+and leave between steps; callers submit from any thread or event loop and never block.
 
-The context keeps the KV cache of the last sequence: a request whose tokens start with the
-same prefix (the next turn of a chat) only evaluates what is new.
+Each slot remembers the tokens its KV holds. A request goes to the free slot with the
+longest common prefix (a chat's next turn lands where its history already is) and only the
+rest of its prompt is evaluated; otherwise to the least recently used free slot.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import math
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import llama_cpp
 
@@ -58,7 +60,7 @@ FLASH_ATTENTION = {
     "on": llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED,
     "off": llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED,
 }
-_SEQ = 0  # the one sequence served at a time
+_SEQ = 0  # the sequence embeddings use (embedding engines have one slot)
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,7 @@ class ContextConfig:
     flash_attn: str = "auto"
     kv_cache_type: str = "f16"
     embedding: bool = False  # pooled embeddings instead of generation
+    n_slots: int = 1  # sequences decoded together (llama-server's --parallel)
 
 
 @dataclass
@@ -85,16 +88,35 @@ class _EmbedJob:
     result: Future[EmbeddingResult]
 
 
-class _JobCancelled(Exception):
-    pass
-
-
 def common_prefix_length(a: list[int], b: list[int]) -> int:
     limit = min(len(a), len(b))
     index = 0
     while index < limit and a[index] == b[index]:
         index += 1
     return index
+
+
+@dataclass
+class _Slot:
+    """One sequence of the context, and the request it is serving, if any."""
+
+    seq: int
+    cached: list[int] = field(default_factory=list)  # tokens whose KV this sequence holds
+    last_used: float = 0.0
+    job: _Job | None = None
+    sampler: Sampler | None = None
+    pending: list[int] = field(default_factory=list)  # prompt tokens still to evaluate
+    reused: int = 0
+    started: float = 0.0
+    prefilled: float = 0.0
+    first_token_at: float | None = None
+    generated: int = 0
+    limit: int = 0
+    next_token: int | None = None  # sampled, shown, to be evaluated in the next step
+    logits_index: int = -1  # where this slot's logits are in the step's batch
+    in_batch: list[int] = field(default_factory=list)  # tokens this step adds for this slot
+    assembler: Utf8Assembler = field(default_factory=Utf8Assembler)
+    stops: StopMatcher = field(default_factory=lambda: StopMatcher(()))
 
 
 class Scheduler:
@@ -112,12 +134,15 @@ class Scheduler:
                 f"a quantised KV cache ({config.kv_cache_type}) needs flash attention: "
                 f"set flash_attn to 'auto' or 'on', or kv_cache_type to 'f16'"
             )
+        if config.n_slots < 1:
+            raise EngineError("parallel must be at least 1")
+        n_slots = 1 if config.embedding else config.n_slots
         self._model = model
         params = llama_cpp.llama_context_default_params()
-        params.n_ctx = config.n_ctx
+        params.n_ctx = config.n_ctx * n_slots  # every slot gets the full window
         params.n_batch = config.n_batch
         params.n_ubatch = config.n_batch
-        params.n_seq_max = 1
+        params.n_seq_max = n_slots
         params.n_threads = config.n_threads
         params.n_threads_batch = config.n_threads
         params.flash_attn_type = FLASH_ATTENTION[config.flash_attn]
@@ -131,24 +156,23 @@ class Scheduler:
         context = llama_cpp.llama_init_from_model(model.pointer, params)
         if not context:
             raise EngineError(
-                f"llama.cpp could not create a context of {config.n_ctx} tokens: out of memory "
-                f"(try a smaller n_ctx), or a KV cache type this model cannot use (quantised "
-                f"types need a head size that is a multiple of 32; try kv_cache_type f16)"
+                f"llama.cpp could not create a context of {n_slots} x {config.n_ctx} tokens: "
+                f"out of memory (try a smaller n_ctx or parallel), or a KV cache type this "
+                f"model cannot use (quantised types need a head size that is a multiple of "
+                f"32; try kv_cache_type f16)"
             )
         self._context = context
         self._memory = llama_cpp.llama_get_memory(context)
-        self.n_ctx = int(llama_cpp.llama_n_ctx(context))
+        self.n_ctx = int(llama_cpp.llama_n_ctx_seq(context))  # one slot's window
         # llama.cpp may round n_ctx up and caps n_batch at the n_ctx asked for: use its values.
         self.n_batch = int(llama_cpp.llama_n_batch(context))
-        self._batch = llama_cpp.llama_batch_init(config.n_batch, 0, 1)
-        self._cached: list[int] = []  # tokens whose KV the context holds, in order
-        self._last_logits_index = 0  # where in the last batch the logits to sample are
+        self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
+        self._slots = [_Slot(seq=index) for index in range(n_slots)]
         self.embedding = config.embedding
         self._n_embd = int(llama_cpp.llama_model_n_embd(model.pointer))
         self._jobs: collections.deque[_Job | _EmbedJob] = collections.deque()
         self._wakeup = threading.Condition()
         self._closing = False
-        self._busy = False
         self._thread = threading.Thread(target=self._run, name="hoshikage-engine", daemon=True)
         self._thread.start()
 
@@ -173,8 +197,17 @@ class Scheduler:
         return result
 
     @property
+    def n_slots(self) -> int:
+        return len(self._slots)
+
+    @property
     def cached_tokens(self) -> int:
-        return len(self._cached)
+        """Tokens held in the KV cache, over all slots."""
+        return sum(len(slot.cached) for slot in self._slots)
+
+    def slot_usage(self) -> list[tuple[int, bool]]:
+        """(tokens cached, busy) for each slot, for status displays."""
+        return [(len(slot.cached), slot.job is not None) for slot in self._slots]
 
     @property
     def queue_depth(self) -> int:
@@ -182,19 +215,14 @@ class Scheduler:
 
     @property
     def busy(self) -> bool:
-        return self._busy
+        return any(slot.job is not None for slot in self._slots)
 
     def close(self) -> None:
-        """Stop the thread (ending any request as cancelled) and free the context."""
+        """Stop the thread (ending every request as cancelled) and free the context."""
         with self._wakeup:
             if self._closing:
                 return
             self._closing = True
-            for job in self._jobs:
-                if isinstance(job, _Job):
-                    job.handle.cancel()
-                else:
-                    job.result.cancel()
             self._wakeup.notify_all()
         self._thread.join()
         llama_cpp.llama_batch_free(self._batch)
@@ -204,51 +232,215 @@ class Scheduler:
     def _run(self) -> None:
         while True:
             with self._wakeup:
-                while not self._jobs and not self._closing:
+                while not self._jobs and not self.busy and not self._closing:
                     self._wakeup.wait()
-                if not self._jobs:
+                if self._closing:
+                    self._cancel_everything()
                     return
-                job = self._jobs.popleft()
-                if self._closing and isinstance(job, _Job):
-                    job.handle.cancel()
-                self._busy = True
-            if isinstance(job, _EmbedJob):
-                self._serve_embedding(job)
-                continue
-            try:
-                self._serve(job)
-            except Exception as exc:  # never let one request take the engine thread down
-                log.error("generation failed: %s", exc)
-                log.debug("generation failure details", exc_info=True)
-                self._forget_cache()
-                job.handle.push(ErrorEvent(f"generation failed: {exc}"))
-            finally:
-                self._busy = False
+                embedding = self._admit()
+            if embedding is not None:
+                self._serve_embedding(embedding)
+            elif self.busy:
+                try:
+                    self._step()
+                except Exception as exc:  # never let one bad step take the thread down
+                    log.error("generation failed: %s", exc)
+                    log.debug("generation failure details", exc_info=True)
+                    self._fail_all(f"generation failed: {exc}")
 
-    def _serve(self, job: _Job) -> None:
-        started = time.perf_counter()
+    def _admit(self) -> _EmbedJob | None:
+        """Move queued jobs into free slots, in arrival order (called under the lock)."""
+        while self._jobs:
+            job = self._jobs[0]
+            if isinstance(job, _EmbedJob):
+                if self.busy:
+                    return None  # embeddings run alone (embedding engines never generate)
+                self._jobs.popleft()
+                return job
+            free = [slot for slot in self._slots if slot.job is None]
+            if not free:
+                return None
+            self._jobs.popleft()
+            self._start(job, free)
+        return None
+
+    def _start(self, job: _Job, free: list[_Slot]) -> None:
         tokens = job.prompt.tokens
+        started = time.perf_counter()
         if not tokens:
-            raise EngineError("the prompt is empty")
-        reused = self._reuse_prefix(tokens)
-        sampler = Sampler(job.params, self._model)
-        try:
-            self._prefill(job, tokens, reused)
-        except _JobCancelled:
-            sampler.close()
-            now = time.perf_counter()
-            job.handle.push(self._finish(job, "cancelled", 0, reused, started, now, now, now))
+            job.handle.push(ErrorEvent("the prompt is empty"))
             return
-        prefilled = time.perf_counter()
-        sampler.remember(tokens[-job.params.repeat_last_n :] if job.params.repeat_last_n else [])
+        # The free slot that already holds the longest start of this prompt, else the LRU.
+        slot = max(free, key=lambda s: (common_prefix_length(s.cached, tokens), -s.last_used))
+        keep = common_prefix_length(slot.cached, tokens)
+        if keep == len(tokens):
+            keep -= 1  # the last prompt token must be evaluated again to get its logits
+        if not llama_cpp.llama_memory_seq_rm(self._memory, slot.seq, keep, -1):
+            keep = 0  # this model's memory cannot drop a tail (recurrent): start over
+            llama_cpp.llama_memory_seq_rm(self._memory, slot.seq, -1, -1)
+        del slot.cached[keep:]
         try:
-            self._generate(job, sampler, len(tokens), reused, started, prefilled)
-        finally:
-            sampler.close()
+            sampler = Sampler(job.params, self._model)
+        except EngineError as exc:
+            job.handle.push(ErrorEvent(str(exc)))
+            return
+        repeat_window = job.params.repeat_last_n
+        sampler.remember(tokens[-repeat_window:] if repeat_window else [])
+        slot.job, slot.sampler = job, sampler
+        slot.pending = tokens[keep:]
+        slot.reused = keep
+        slot.started = started
+        slot.prefilled = 0.0
+        slot.first_token_at = None
+        slot.generated = 0
+        slot.limit = min(job.prompt.max_new_tokens, self.n_ctx - len(tokens))
+        slot.next_token = None
+        slot.assembler = Utf8Assembler()
+        slot.stops = StopMatcher(job.params.stop)
+
+    def _step(self) -> None:
+        """One llama_decode for every active slot: a token each, then prompt chunks."""
+        batch, count = self._batch, 0
+        for slot in self._slots:
+            slot.logits_index, slot.in_batch = -1, []
+            if slot.job is not None and (slot.job.handle.cancel_requested or self._closing):
+                self._finish(slot, "cancelled")
+        for slot in self._slots:  # generating slots first: their latency matters most
+            if slot.job is not None and slot.next_token is not None and count < self.n_batch:
+                self._add(slot, [slot.next_token], count, logits_for_last=True)
+                slot.next_token = None
+                count += 1
+        for slot in self._slots:
+            if slot.job is not None and slot.pending and count < self.n_batch:
+                chunk = slot.pending[: self.n_batch - count]
+                del slot.pending[: len(chunk)]
+                self._add(slot, chunk, count, logits_for_last=not slot.pending)
+                count += len(chunk)
+        if count == 0:
+            return
+        batch.n_tokens = count
+        status = llama_cpp.llama_decode(self._context, batch)
+        if status != 0:
+            raise EngineError(
+                f"llama_decode failed with status {status}"
+                + (" (no room left in the KV cache)" if status == 1 else "")
+            )
+        now = time.perf_counter()
+        for slot in self._slots:
+            slot.cached.extend(slot.in_batch)
+            if slot.job is not None and slot.in_batch:
+                slot.last_used = now
+                if not slot.pending and not slot.prefilled:
+                    slot.prefilled = now
+            if slot.job is not None and slot.logits_index >= 0:
+                self._sample(slot)
+
+    def _add(self, slot: _Slot, tokens: list[int], start: int, *, logits_for_last: bool) -> None:
+        batch, position = self._batch, len(slot.cached)
+        for offset, token in enumerate(tokens):
+            index = start + offset
+            batch.token[index] = token
+            batch.pos[index] = position + offset
+            batch.n_seq_id[index] = 1
+            batch.seq_id[index][0] = slot.seq
+            batch.logits[index] = False
+        if logits_for_last:
+            batch.logits[start + len(tokens) - 1] = True
+            slot.logits_index = start + len(tokens) - 1
+        slot.in_batch = list(tokens)
+
+    def _sample(self, slot: _Slot) -> None:
+        assert slot.job is not None and slot.sampler is not None
+        if slot.generated >= slot.limit:
+            self._finish(slot, "length")
+            return
+        token = slot.sampler.sample(self._context, slot.logits_index)
+        if slot.first_token_at is None:
+            slot.first_token_at = time.perf_counter()
+        if self._model.is_end_of_generation(token):
+            self._finish(slot, "stop")
+            return
+        slot.generated += 1
+        text = slot.stops.feed(slot.assembler.feed(self._model.token_bytes(token)))
+        if text:
+            slot.job.handle.push(TokenEvent(text))
+        if slot.stops.stopped:
+            self._finish(slot, "stop")
+        elif slot.generated >= slot.limit:
+            self._finish(slot, "length")  # no need to evaluate a token nobody will extend
+        else:
+            slot.next_token = token
+
+    def _finish(self, slot: _Slot, reason: FinishReason) -> None:
+        job = slot.job
+        assert job is not None
+        tail = slot.stops.feed(slot.assembler.flush()) + slot.stops.flush()
+        if tail and reason != "cancelled":
+            job.handle.push(TokenEvent(tail))
+        ended = time.perf_counter()
+        first = slot.first_token_at or ended
+        prefilled = slot.prefilled or ended
+        n_prompt = len(job.prompt.tokens)
+        event = FinishEvent(
+            finish_reason=reason,
+            usage=Usage(
+                prompt_tokens=n_prompt,
+                completion_tokens=slot.generated,
+                cached_prompt_tokens=slot.reused,
+            ),
+            timings=Timings(
+                queued_s=slot.started - job.submitted_at,
+                time_to_first_token_s=first - job.submitted_at,
+                prompt_eval_s=prefilled - slot.started,
+                decode_s=ended - first if slot.generated > 1 else 0.0,
+                total_s=ended - job.submitted_at,
+                prompt_tokens_evaluated=n_prompt - slot.reused,
+                decode_tokens=max(slot.generated - 1, 0),
+            ),
+            dropped_messages=job.prompt.dropped_messages,
+        )
+        # Free the slot before telling the caller, so a finished request is never "busy".
+        self._release(slot)
+        job.handle.push(event)
+
+    def _release(self, slot: _Slot) -> None:
+        if slot.sampler is not None:
+            slot.sampler.close()
+        slot.job, slot.sampler, slot.next_token = None, None, None
+        slot.pending = []  # the KV of what was evaluated stays, for prefix reuse
+        with self._wakeup:
+            self._wakeup.notify()  # a queued job may take this slot
+
+    def _cancel_everything(self) -> None:
+        for slot in self._slots:
+            if slot.job is not None:
+                self._finish(slot, "cancelled")
+        now = time.perf_counter()
+        for job in self._jobs:
+            if isinstance(job, _EmbedJob):
+                job.result.cancel()
+                continue
+            job.handle.cancel()  # never started: cancelled, with nothing evaluated
+            waited = now - job.submitted_at
+            job.handle.push(
+                FinishEvent(
+                    finish_reason="cancelled",
+                    usage=Usage(prompt_tokens=len(job.prompt.tokens), completion_tokens=0),
+                    timings=Timings(waited, waited, 0.0, 0.0, waited, 0, 0),
+                    dropped_messages=job.prompt.dropped_messages,
+                )
+            )
+        self._jobs.clear()
+
+    def _fail_all(self, message: str) -> None:
+        for slot in self._slots:
+            if slot.job is not None:
+                slot.job.handle.push(ErrorEvent(message))
+                self._release(slot)
+        self._forget_cache()
 
     def _serve_embedding(self, job: _EmbedJob) -> None:
         if not job.result.set_running_or_notify_cancel():
-            self._busy = False
             return
         try:
             vectors = [self._embed_one(tokens) for tokens in job.inputs]
@@ -259,7 +451,6 @@ class Scheduler:
             job.result.set_exception(exc)
         finally:
             self._forget_cache()
-            self._busy = False
 
     def _embed_one(self, tokens: list[int]) -> list[float]:
         if not tokens:
@@ -295,127 +486,7 @@ class Scheduler:
         norm = math.sqrt(sum(value * value for value in vector)) or 1.0
         return [value / norm for value in vector]
 
-    def _reuse_prefix(self, tokens: list[int]) -> int:
-        """Keep the cached KV that matches the prompt's start; return how many tokens that is."""
-        keep = common_prefix_length(self._cached, tokens)
-        if keep == len(tokens):
-            keep -= 1  # the last prompt token must be evaluated again to get its logits
-        if not llama_cpp.llama_memory_seq_rm(self._memory, _SEQ, keep, -1):
-            keep = 0  # this model's memory cannot drop a tail (recurrent): start over
-            llama_cpp.llama_memory_clear(self._memory, True)
-        del self._cached[keep:]
-        return keep
-
-    def _prefill(self, job: _Job, tokens: list[int], start: int) -> None:
-        position = start
-        while position < len(tokens):
-            if job.handle.cancel_requested or self._closing:
-                raise _JobCancelled
-            chunk = tokens[position : position + self.n_batch]
-            self._decode(chunk, position, logits_for_last=position + len(chunk) == len(tokens))
-            position += len(chunk)
-
-    def _generate(
-        self,
-        job: _Job,
-        sampler: Sampler,
-        n_prompt: int,
-        reused: int,
-        started: float,
-        prefilled: float,
-    ) -> None:
-        handle = job.handle
-        assembler = Utf8Assembler()
-        stops = StopMatcher(job.params.stop)
-        limit = min(job.prompt.max_new_tokens, self.n_ctx - n_prompt)
-        generated = 0
-        first_token_at: float | None = None
-        reason: FinishReason = "length"
-        logits_index = self._last_logits_index
-        while True:
-            if handle.cancel_requested or self._closing:
-                reason = "cancelled"
-                break
-            if generated >= limit:
-                reason = "length"
-                break
-            token = sampler.sample(self._context, logits_index)
-            if first_token_at is None:
-                first_token_at = time.perf_counter()
-            if self._model.is_end_of_generation(token):
-                reason = "stop"
-                break
-            generated += 1
-            text = stops.feed(assembler.feed(self._model.token_bytes(token)))
-            if text:
-                handle.push(TokenEvent(text))
-            if stops.stopped:
-                reason = "stop"
-                break
-            if generated >= limit:
-                continue  # no need to evaluate a token nobody will extend
-            self._decode([token], n_prompt + generated - 1, logits_for_last=True)
-            logits_index = 0
-        tail = stops.feed(assembler.flush()) + stops.flush()
-        if tail:
-            handle.push(TokenEvent(tail))
-        now = time.perf_counter()
-        handle.push(
-            self._finish(
-                job, reason, generated, reused, started, prefilled, first_token_at or now, now
-            )
-        )
-
-    def _decode(self, tokens: list[int], start_position: int, *, logits_for_last: bool) -> None:
-        batch = self._batch
-        for index, token in enumerate(tokens):
-            batch.token[index] = token
-            batch.pos[index] = start_position + index
-            batch.n_seq_id[index] = 1
-            batch.seq_id[index][0] = _SEQ
-            batch.logits[index] = False
-        if logits_for_last:
-            batch.logits[len(tokens) - 1] = True
-        batch.n_tokens = len(tokens)
-        self._last_logits_index = len(tokens) - 1
-        status = llama_cpp.llama_decode(self._context, batch)
-        if status != 0:
-            self._forget_cache()
-            raise EngineError(
-                f"llama_decode failed with status {status}"
-                + (" (no room left in the KV cache)" if status == 1 else "")
-            )
-        self._cached.extend(tokens)
-
     def _forget_cache(self) -> None:
         llama_cpp.llama_memory_clear(self._memory, True)
-        self._cached.clear()
-
-    def _finish(
-        self,
-        job: _Job,
-        reason: FinishReason,
-        generated: int,
-        reused: int,
-        started: float,
-        prefilled: float,
-        first_token_at: float,
-        ended: float,
-    ) -> FinishEvent:
-        n_prompt = len(job.prompt.tokens)
-        return FinishEvent(
-            finish_reason=reason,
-            usage=Usage(
-                prompt_tokens=n_prompt, completion_tokens=generated, cached_prompt_tokens=reused
-            ),
-            timings=Timings(
-                queued_s=started - job.submitted_at,
-                time_to_first_token_s=first_token_at - job.submitted_at,
-                prompt_eval_s=prefilled - started,
-                decode_s=ended - first_token_at if generated > 1 else 0.0,
-                total_s=ended - job.submitted_at,
-                prompt_tokens_evaluated=n_prompt - reused,
-                decode_tokens=max(generated - 1, 0),
-            ),
-            dropped_messages=job.prompt.dropped_messages,
-        )
+        for slot in self._slots:
+            slot.cached.clear()

@@ -278,8 +278,10 @@ class _Parser:
 _KV_BYTES_PER_ELEMENT = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
 
 
-def estimate_memory_bytes(path: Path, n_ctx: int, kv_cache_type: str = "f16") -> int:
-    """What loading costs, before loading: the weights plus the KV cache for n_ctx tokens.
+def estimate_memory_bytes(
+    path: Path, n_ctx: int, kv_cache_type: str = "f16", n_slots: int = 1
+) -> int:
+    """What loading costs, before loading: weights plus a KV cache of n_ctx for each slot.
 
     Reads only the GGUF header, so it is cheap enough to run before deciding whether a model
     fits. n_ctx 0 means the model's training context. Compute buffers get a 10% margin.
@@ -301,5 +303,5 @@ def estimate_memory_bytes(path: Path, n_ctx: int, kv_cache_type: str = "f16") ->
     trained = number("context_length", n_ctx)
     context = min(n_ctx, trained) if n_ctx else trained
     per_element = _KV_BYTES_PER_ELEMENT.get(kv_cache_type, 1.0)
-    kv_bytes = n_layer * context * n_head_kv * (head_k + head_v) * per_element
+    kv_bytes = n_slots * n_layer * context * n_head_kv * (head_k + head_v) * per_element
     return int((path.stat().st_size + kv_bytes) * 1.1)

@@ -83,7 +83,7 @@ class _Loaded:
     loaded_at: float  # wall clock, for display
     last_used: float  # monotonic
     expires_at: float | None  # monotonic; None = stays loaded
-    active: int = 0  # requests holding it (one runs, the rest wait in the engine's queue)
+    active: int = 0  # requests holding it (up to one per slot run, the rest wait in line)
 
 
 @dataclass(frozen=True)
@@ -99,6 +99,7 @@ class LoadedModelStatus:
     expires_at: float | None  # wall clock
     active: int
     queued: int
+    slots: list[tuple[int, bool]]  # per slot: tokens in its KV cache, serving a request
 
 
 class ModelManager:
@@ -140,10 +141,11 @@ class ModelManager:
             kind = "an embedding model" if spec.embedding else "a text generation model"
             raise WrongModelKindError(f"model {name!r} is {kind}")
         loaded = await self._ensure_loaded(spec)
-        if loaded.active > self._settings.max_queue:
+        slots = loaded.engine.scheduler.n_slots
+        if loaded.active >= slots + self._settings.max_queue:
             raise OverloadedError(
-                f"model {name!r} has {loaded.active - 1} requests waiting already; "
-                f"try again shortly",
+                f"model {name!r} is serving {slots} requests with "
+                f"{loaded.active - slots} more waiting; try again shortly",
                 retry_after_s=1.0,
             )
         loaded.active += 1
@@ -205,7 +207,8 @@ class ModelManager:
                 if loaded.expires_at is None
                 else now_wall + (loaded.expires_at - now),
                 active=loaded.active,
-                queued=max(loaded.active - 1, 0),
+                queued=max(loaded.active - loaded.engine.scheduler.n_slots, 0),
+                slots=loaded.engine.scheduler.slot_usage(),
             )
             for name, loaded in self._loaded.items()
         ]
@@ -229,10 +232,15 @@ class ModelManager:
                 load_options(self._settings),
                 embedding=spec.embedding,
                 n_ctx=0 if spec.embedding else self._settings.n_ctx,
+                parallel=1 if spec.embedding else self._settings.parallel,
             )
             try:
                 need = await asyncio.to_thread(
-                    estimate_memory_bytes, spec.path, options.n_ctx, options.kv_cache_type
+                    estimate_memory_bytes,
+                    spec.path,
+                    options.n_ctx,
+                    options.kv_cache_type,
+                    options.parallel,
                 )
             except (GgufError, OSError) as exc:
                 raise ModelLoadError(f"cannot load model {spec.name!r}: {exc}") from exc
