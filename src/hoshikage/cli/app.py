@@ -214,10 +214,12 @@ def bench(
 
 
 def _register_subcommands() -> None:
+    from hoshikage.cli.batch_cmd import batch
     from hoshikage.cli.models_cmd import models_app
     from hoshikage.cli.serve_cmd import serve
 
     app.command()(serve)
+    app.command()(batch)
     app.add_typer(models_app, name="models", help="Register, pull, list and verify models.")
 
 
