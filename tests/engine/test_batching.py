@@ -106,3 +106,19 @@ def test_each_slot_has_the_full_window(batched: Engine) -> None:
         finish = generation.wait()
         assert finish.finish_reason == "length"
         assert finish.usage.prompt_tokens + finish.usage.completion_tokens == 256
+
+
+def test_sessions_taking_turns_one_at_a_time_keep_their_own_slots(stories_model: Path) -> None:
+    # Regression: with "longest prefix wins", a session sharing only the first words with
+    # another's slot took that slot and threw its history away, turn after turn.
+    with Engine(stories_model, LoadOptions(n_ctx=512, parallel=4)) as engine:
+        histories = [
+            f"Session {i}. Once upon a time, a child named {n}" for i, n in enumerate("ABCD")
+        ]
+        for turn in range(3):
+            for index, history in enumerate(histories):
+                generation = engine.complete(history, GREEDY)
+                finish = generation.wait()
+                if turn:
+                    assert finish.usage.cached_prompt_tokens >= finish.usage.prompt_tokens - 12
+                histories[index] = history + generation.text + f" Then, turn {turn},"

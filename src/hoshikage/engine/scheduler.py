@@ -60,6 +60,8 @@ FLASH_ATTENTION = {
     "on": llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED,
     "off": llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED,
 }
+# A slot is reused for a prompt that keeps at least this share of its cached tokens.
+SLOT_SIMILARITY = 0.5
 _SEQ = 0  # the sequence embeddings use (embedding engines have one slot)
 
 
@@ -270,8 +272,7 @@ class Scheduler:
         if not tokens:
             job.handle.push(ErrorEvent("the prompt is empty"))
             return
-        # The free slot that already holds the longest start of this prompt, else the LRU.
-        slot = max(free, key=lambda s: (common_prefix_length(s.cached, tokens), -s.last_used))
+        slot = self._choose_slot(free, tokens)
         keep = common_prefix_length(slot.cached, tokens)
         if keep == len(tokens):
             keep -= 1  # the last prompt token must be evaluated again to get its logits
@@ -297,6 +298,28 @@ class Scheduler:
         slot.next_token = None
         slot.assembler = Utf8Assembler()
         slot.stops = StopMatcher(job.params.stop)
+
+    @staticmethod
+    def _choose_slot(free: list[_Slot], tokens: list[int]) -> _Slot:
+        """The free slot holding most of this prompt's start, if it keeps most of its cache.
+
+        A slot whose cache shares only a template's opening with the prompt belongs to another
+        conversation: taking it would throw that conversation's history away for a few
+        tokens. As llama-server does (slot prompt similarity 0.5), such slots are passed over
+        for an empty one, else the least recently used.
+        """
+        matches = [(common_prefix_length(slot.cached, tokens), slot) for slot in free]
+        worthy = [
+            (n, slot)
+            for n, slot in matches
+            if slot.cached and n >= SLOT_SIMILARITY * len(slot.cached)
+        ]
+        if worthy:
+            return max(worthy, key=lambda pair: (pair[0], -pair[1].last_used))[1]
+        empty = [slot for slot in free if not slot.cached]
+        if empty:
+            return empty[0]
+        return min(free, key=lambda slot: slot.last_used)
 
     def _step(self) -> None:
         """One llama_decode for every active slot: a token each, then prompt chunks."""
