@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import openai
 import pytest
 import uvicorn
 from fastapi import FastAPI
@@ -32,6 +33,7 @@ class LiveServer:
 
 
 ServerFactory = Callable[..., LiveServer]
+OpenAIFactory = Callable[..., openai.OpenAI]
 
 
 class _Servers:
@@ -111,3 +113,22 @@ def random_model(tmp_path_factory: pytest.TempPathFactory, vocab_dir: Path) -> P
 def live_server(server_factory: ServerFactory) -> LiveServer:
     """A server whose model 'stories260K' is the real trained tiny llama (no auth)."""
     return server_factory()
+
+
+@pytest.fixture
+def openai_client() -> Iterator[OpenAIFactory]:
+    """The official client pointed at a server, closed after the test (no leaked sockets).
+
+    No retries, so errors surface at once."""
+    opened: list[openai.OpenAI] = []
+
+    def make(server: LiveServer, api_key: str = "x", **options: Any) -> openai.OpenAI:
+        api = openai.OpenAI(
+            base_url=server.url + "/v1", api_key=api_key, max_retries=0, timeout=60, **options
+        )
+        opened.append(api)
+        return api
+
+    yield make
+    for api in opened:
+        api.close()

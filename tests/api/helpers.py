@@ -6,20 +6,12 @@ import json
 from typing import Any
 
 import httpx
-import openai
 from openai.types.chat import ChatCompletionMessageParam
 
 from tests.api.conftest import LiveServer
 
 STORIES = "stories260K"
 ONCE: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Once upon a time"}]
-
-
-def client(server: LiveServer, api_key: str = "x", **options: Any) -> openai.OpenAI:
-    """The official client pointed at the server; no retries, so errors surface at once."""
-    return openai.OpenAI(
-        base_url=server.url + "/v1", api_key=api_key, max_retries=0, timeout=60, **options
-    )
 
 
 def sse_payloads(text: str) -> list[str]:

@@ -8,8 +8,8 @@ import httpx
 import openai
 import pytest
 
-from tests.api.conftest import LiveServer, ServerFactory
-from tests.api.helpers import ONCE, STORIES, client
+from tests.api.conftest import LiveServer, OpenAIFactory, ServerFactory
+from tests.api.helpers import ONCE, STORIES
 
 
 @pytest.fixture(scope="module")
@@ -17,10 +17,12 @@ def keyed(module_server_factory: ServerFactory) -> LiveServer:
     return module_server_factory(api_keys=["s3cret", "other-key"])
 
 
-def test_no_keys_means_no_auth(module_server_factory: ServerFactory) -> None:
+def test_no_keys_means_no_auth(
+    module_server_factory: ServerFactory, openai_client: OpenAIFactory
+) -> None:
     open_server = module_server_factory()
     assert httpx.get(open_server.url + "/v1/models", timeout=10).status_code == 200
-    assert [m.id for m in client(open_server).models.list()] == [STORIES]
+    assert [m.id for m in openai_client(open_server).models.list()] == [STORIES]
 
 
 @pytest.mark.parametrize(
@@ -47,9 +49,9 @@ def test_missing_or_wrong_key_is_401_in_openai_shape(
     assert "Authorization: Bearer" in error["message"]
 
 
-def test_right_key_is_served(keyed: LiveServer) -> None:
+def test_right_key_is_served(keyed: LiveServer, openai_client: OpenAIFactory) -> None:
     for key in ("s3cret", "other-key"):
-        answer = client(keyed, api_key=key).chat.completions.create(
+        answer = openai_client(keyed, api_key=key).chat.completions.create(
             model=STORIES, messages=ONCE, max_tokens=2
         )
         assert answer.choices[0].message.content is not None
@@ -59,12 +61,14 @@ def test_right_key_is_served(keyed: LiveServer) -> None:
     assert response.status_code == 200
 
 
-def test_wrong_key_raises_the_packages_authentication_error(keyed: LiveServer) -> None:
+def test_wrong_key_raises_the_packages_authentication_error(
+    keyed: LiveServer, openai_client: OpenAIFactory
+) -> None:
     with pytest.raises(openai.AuthenticationError) as caught:
-        client(keyed, api_key="wrong").models.list()
+        openai_client(keyed, api_key="wrong").models.list()
     assert caught.value.code == "invalid_api_key"
     with pytest.raises(openai.AuthenticationError):
-        client(keyed, api_key="wrong").chat.completions.create(model=STORIES, messages=ONCE)
+        openai_client(keyed, api_key="wrong").chat.completions.create(model=STORIES, messages=ONCE)
 
 
 def test_health_needs_no_key(keyed: LiveServer) -> None:
@@ -72,14 +76,16 @@ def test_health_needs_no_key(keyed: LiveServer) -> None:
     assert response.status_code == 200 and response.json() == {"status": "ok"}
 
 
-def test_key_file(server_factory: ServerFactory, tmp_path: Path) -> None:
+def test_key_file(
+    server_factory: ServerFactory, tmp_path: Path, openai_client: OpenAIFactory
+) -> None:
     key_file = tmp_path / "keys.txt"
     key_file.write_text("first-key\n\n  second-key  \n", encoding="utf-8")
     server = server_factory(api_key_file=key_file)
-    assert [m.id for m in client(server, api_key="second-key").models.list()] == [STORIES]
-    assert [m.id for m in client(server, api_key="first-key").models.list()] == [STORIES]
+    assert [m.id for m in openai_client(server, api_key="second-key").models.list()] == [STORIES]
+    assert [m.id for m in openai_client(server, api_key="first-key").models.list()] == [STORIES]
     with pytest.raises(openai.AuthenticationError):
-        client(server, api_key="third-key").models.list()
+        openai_client(server, api_key="third-key").models.list()
 
 
 def test_unreadable_key_file_is_refused_at_start(

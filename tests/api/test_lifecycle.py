@@ -16,8 +16,8 @@ import psutil
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
-from tests.api.conftest import LiveServer, ServerFactory
-from tests.api.helpers import ONCE, STORIES, client, sse_payloads
+from tests.api.conftest import LiveServer, OpenAIFactory, ServerFactory
+from tests.api.helpers import ONCE, STORIES, sse_payloads
 
 LONG = 400  # tokens: a few seconds of decoding for the random model (see random_model)
 
@@ -55,10 +55,10 @@ def is_idle(server: LiveServer) -> bool:
 
 # --- keep-alive -------------------------------------------------------------------------------
 def test_idle_model_unloads_frees_memory_and_reloads(
-    server_factory: ServerFactory, random_model: Path
+    server_factory: ServerFactory, random_model: Path, openai_client: OpenAIFactory
 ) -> None:
     server = server_factory(model=str(random_model), keep_alive="1s")
-    api = client(server)
+    api = openai_client(server)
     before = rss()
     api.chat.completions.create(model="random", messages=ONCE, max_tokens=8, temperature=0)
     answered = time.monotonic()
@@ -79,8 +79,8 @@ def test_idle_model_unloads_frees_memory_and_reloads(
     assert server.state.manager.loads == 2
 
 
-def test_keep_alive_per_request(live_server: LiveServer) -> None:
-    api = client(live_server)
+def test_keep_alive_per_request(live_server: LiveServer, openai_client: OpenAIFactory) -> None:
+    api = openai_client(live_server)
     api.chat.completions.create(
         model=STORIES, messages=ONCE, max_tokens=2, extra_body={"keep_alive": -1}
     )
@@ -93,9 +93,11 @@ def test_keep_alive_per_request(live_server: LiveServer) -> None:
 
 
 # --- concurrency ------------------------------------------------------------------------------
-def test_two_concurrent_streams_both_complete_intact(live_server: LiveServer) -> None:
+def test_two_concurrent_streams_both_complete_intact(
+    live_server: LiveServer, openai_client: OpenAIFactory
+) -> None:
     prompts = ["Once upon a time", "One day, a little dog"]
-    api = client(live_server)
+    api = openai_client(live_server)
 
     def solo(prompt: str) -> str:
         answer = api.chat.completions.create(
@@ -112,7 +114,7 @@ def test_two_concurrent_streams_both_complete_intact(live_server: LiveServer) ->
 
     def stream(index: int) -> None:
         start.wait()
-        chunks = client(live_server).chat.completions.create(
+        chunks = openai_client(live_server).chat.completions.create(
             model=STORIES,
             messages=[{"role": "user", "content": prompts[index]}],
             temperature=0,
@@ -143,22 +145,24 @@ def test_two_concurrent_streams_both_complete_intact(live_server: LiveServer) ->
 
 # --- disconnects ------------------------------------------------------------------------------
 @pytest.fixture
-def random_server(server_factory: ServerFactory, random_model: Path) -> LiveServer:
+def random_server(
+    server_factory: ServerFactory, random_model: Path, openai_client: OpenAIFactory
+) -> LiveServer:
     server = server_factory(model=str(random_model))
-    client(server).chat.completions.create(model="random", messages=ONCE, max_tokens=1)
+    openai_client(server).chat.completions.create(model="random", messages=ONCE, max_tokens=1)
     return server  # loaded, so timings below measure generation, not loading
 
 
-def time_to_answer(server: LiveServer) -> float:
+def time_to_answer(api: openai.OpenAI) -> float:
     started = time.monotonic()
-    answer = client(server).chat.completions.create(
-        model="random", messages=ONCE, max_tokens=2, temperature=0
-    )
+    answer = api.chat.completions.create(model="random", messages=ONCE, max_tokens=2, temperature=0)
     assert answer.choices[0].message.content is not None
     return time.monotonic() - started
 
 
-def test_disconnect_mid_stream_frees_the_engine(random_server: LiveServer) -> None:
+def test_disconnect_mid_stream_frees_the_engine(
+    random_server: LiveServer, openai_client: OpenAIFactory
+) -> None:
     with (
         httpx.Client(timeout=30) as http,
         http.stream(
@@ -173,21 +177,21 @@ def test_disconnect_mid_stream_frees_the_engine(random_server: LiveServer) -> No
     freed_in = wait_for(lambda: is_idle(random_server), timeout=2)
     assert freed_in < 0.5
     # Were the 400-token answer still being written, this would wait seconds for it.
-    assert time_to_answer(random_server) < 1.0
+    assert time_to_answer(openai_client(random_server)) < 1.0
 
 
 def test_disconnect_while_waiting_for_a_whole_answer_frees_the_engine(
-    random_server: LiveServer,
+    random_server: LiveServer, openai_client: OpenAIFactory
 ) -> None:
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(random_server.url + "/v1/chat/completions", json=long_request(), timeout=0.5)
     wait_for(lambda: is_idle(random_server), timeout=2)
-    assert time_to_answer(random_server) < 1.0
+    assert time_to_answer(openai_client(random_server)) < 1.0
 
 
 # --- admission --------------------------------------------------------------------------------
 def test_full_queue_is_429_with_retry_after(
-    server_factory: ServerFactory, random_model: Path
+    server_factory: ServerFactory, random_model: Path, openai_client: OpenAIFactory
 ) -> None:
     server = server_factory(model=str(random_model), max_queue=0, parallel=1)
     with (
@@ -207,12 +211,14 @@ def test_full_queue_is_429_with_retry_after(
         assert int(refused.headers["retry-after"]) >= 1
         assert refused.json()["error"]["type"] == "rate_limit_error"
         with pytest.raises(openai.RateLimitError):
-            client(server).chat.completions.create(model="random", messages=ONCE)
+            openai_client(server).chat.completions.create(model="random", messages=ONCE)
     wait_for(lambda: is_idle(server), timeout=2)
-    assert time_to_answer(server) < 2.0  # admitted again once the first is gone
+    assert time_to_answer(openai_client(server)) < 2.0  # admitted again once the first is gone
 
 
-def test_model_over_the_memory_budget_is_503(server_factory: ServerFactory) -> None:
+def test_model_over_the_memory_budget_is_503(
+    server_factory: ServerFactory, openai_client: OpenAIFactory
+) -> None:
     server = server_factory(memory_budget=100_000)
     response = httpx.post(
         server.url + "/v1/chat/completions",
@@ -223,7 +229,7 @@ def test_model_over_the_memory_budget_is_503(server_factory: ServerFactory) -> N
     message = response.json()["error"]["message"]
     assert "memory_budget" in message and "MiB" in message
     with pytest.raises(openai.InternalServerError):
-        client(server).chat.completions.create(model=STORIES, messages=ONCE)
+        openai_client(server).chat.completions.create(model=STORIES, messages=ONCE)
     assert httpx.get(server.url + "/health", timeout=10).status_code == 200
 
 
@@ -239,6 +245,7 @@ def long_history(turns: int = 30) -> list[ChatCompletionMessageParam]:
 
 def test_context_overflow_error_policy_is_400_with_the_numbers(
     server_factory: ServerFactory,
+    openai_client: OpenAIFactory,
 ) -> None:
     server = server_factory(context_overflow="error")
     response = httpx.post(
@@ -252,16 +259,18 @@ def test_context_overflow_error_policy_is_400_with_the_numbers(
     assert error["n_ctx"] == 512 and error["n_prompt_tokens"] > 512
     assert f"n_prompt_tokens={error['n_prompt_tokens']}" in error["message"]
     with pytest.raises(openai.BadRequestError):
-        client(server).chat.completions.create(
+        openai_client(server).chat.completions.create(
             model=STORIES,
             messages=long_history(),
             max_tokens=16,
         )
 
 
-def test_context_overflow_drop_policy_says_how_many(live_server: LiveServer) -> None:
+def test_context_overflow_drop_policy_says_how_many(
+    live_server: LiveServer, openai_client: OpenAIFactory
+) -> None:
     messages = long_history()
-    raw = client(live_server).chat.completions.with_raw_response.create(
+    raw = openai_client(live_server).chat.completions.with_raw_response.create(
         model=STORIES,
         messages=messages,
         max_tokens=16,

@@ -7,8 +7,8 @@ import time
 import httpx
 import pytest
 
-from tests.api.conftest import LiveServer, ServerFactory
-from tests.api.helpers import ONCE, STORIES, client, stream_json
+from tests.api.conftest import LiveServer, OpenAIFactory, ServerFactory
+from tests.api.helpers import ONCE, STORIES, stream_json
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +46,8 @@ def test_openapi_describes_the_routes(server: LiveServer) -> None:
     assert get(server, "/docs").status_code == 200 and get(server, "/redoc").status_code == 200
 
 
-def test_status_shows_the_loaded_model(server: LiveServer) -> None:
-    client(server).chat.completions.create(model=STORIES, messages=ONCE, max_tokens=2)
+def test_status_shows_the_loaded_model(server: LiveServer, openai_client: OpenAIFactory) -> None:
+    openai_client(server).chat.completions.create(model=STORIES, messages=ONCE, max_tokens=2)
     status = get(server, "/v1/status").json()
     assert status["status"] == "ok"
     (model,) = status["models"]
@@ -81,8 +81,10 @@ def test_sessions_create_list_get_delete(server: LiveServer) -> None:
     assert httpx.get(f"{url}/notes").status_code == 404
 
 
-def test_a_chat_with_a_session_is_stored_and_continued(server: LiveServer) -> None:
-    api = client(server)
+def test_a_chat_with_a_session_is_stored_and_continued(
+    server: LiveServer, openai_client: OpenAIFactory
+) -> None:
+    api = openai_client(server)
     first = api.chat.completions.with_raw_response.create(
         model=STORIES,
         messages=ONCE,
@@ -133,7 +135,7 @@ def test_presets(server: LiveServer) -> None:
     assert presets["default"]["builtin"] is True and presets["default"]["system_prompt"]
 
 
-def test_metrics(server: LiveServer) -> None:
+def test_metrics(server: LiveServer, openai_client: OpenAIFactory) -> None:
     def scrape() -> str:
         response = get(server, "/metrics")
         assert response.headers["content-type"].startswith("text/plain")
@@ -145,7 +147,7 @@ def test_metrics(server: LiveServer) -> None:
 
     requests = 'hoshikage_http_requests_total{method="POST",route="/v1/chat/completions"'
     before = scrape()
-    client(server).chat.completions.create(model=STORIES, messages=ONCE, max_tokens=3)
+    openai_client(server).chat.completions.create(model=STORIES, messages=ONCE, max_tokens=3)
     httpx.get(server.url + "/v1/sessions/does-not-exist")
     after = scrape()
     assert value(after, requests) == value(before, requests) + 1

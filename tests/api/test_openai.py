@@ -16,8 +16,8 @@ from openai.types import Completion, CreateEmbeddingResponse, Model
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from hoshikage.engine.model import LlamaModel
-from tests.api.conftest import LiveServer, ServerFactory
-from tests.api.helpers import ONCE, STORIES, client, stream_json
+from tests.api.conftest import LiveServer, OpenAIFactory, ServerFactory
+from tests.api.helpers import ONCE, STORIES, stream_json
 
 PERSON = {
     "type": "object",
@@ -42,16 +42,21 @@ def vocab(stories_model: Path) -> Any:
     model.close()
 
 
-def chat(server: LiveServer, **options: Any) -> ChatCompletion:
+@pytest.fixture
+def api(server: LiveServer, openai_client: OpenAIFactory) -> openai.OpenAI:
+    return openai_client(server)
+
+
+def chat(api: openai.OpenAI, **options: Any) -> ChatCompletion:
     values: dict[str, Any] = {"model": STORIES, "messages": ONCE, "temperature": 0}
     values.update(options)
-    answer: ChatCompletion = client(server).chat.completions.create(**values)
+    answer: ChatCompletion = api.chat.completions.create(**values)
     return answer
 
 
 # --- chat -------------------------------------------------------------------------------------
-def test_chat_greedy_tells_the_story(server: LiveServer) -> None:
-    answer = chat(server, max_tokens=30)
+def test_chat_greedy_tells_the_story(api: openai.OpenAI) -> None:
+    answer = chat(api, max_tokens=30)
     choice = answer.choices[0]
     assert "Lily" in (choice.message.content or "")
     assert choice.message.role == "assistant"
@@ -71,9 +76,9 @@ def test_chat_response_validates_against_the_openai_type(server: LiveServer) -> 
     assert response.json()["usage"]["dropped_messages"] == 0
 
 
-def test_streaming_with_usage(server: LiveServer) -> None:
-    whole = chat(server, max_tokens=20).choices[0].message.content
-    stream = client(server).chat.completions.create(
+def test_streaming_with_usage(api: openai.OpenAI) -> None:
+    whole = chat(api, max_tokens=20).choices[0].message.content
+    stream = api.chat.completions.create(
         model=STORIES,
         messages=ONCE,
         temperature=0,
@@ -109,44 +114,44 @@ def test_raw_stream_is_sse_ending_with_done(server: LiveServer) -> None:
     assert events[-2]["usage"]["total_tokens"] > 0
 
 
-def test_stop_strings_end_the_answer_unseen(server: LiveServer) -> None:
-    answer = chat(server, max_tokens=40, stop=["Lily", "never"])
+def test_stop_strings_end_the_answer_unseen(api: openai.OpenAI) -> None:
+    answer = chat(api, max_tokens=40, stop=["Lily", "never"])
     choice = answer.choices[0]
     assert choice.finish_reason == "stop"
     assert "Lily" not in (choice.message.content or "")
     assert (choice.message.content or "").endswith("named ")
 
 
-def test_max_completion_tokens_wins_and_gives_length(server: LiveServer) -> None:
-    answer = chat(server, max_tokens=30, max_completion_tokens=5)
+def test_max_completion_tokens_wins_and_gives_length(api: openai.OpenAI) -> None:
+    answer = chat(api, max_tokens=30, max_completion_tokens=5)
     assert answer.choices[0].finish_reason == "length"
     assert answer.usage is not None and answer.usage.completion_tokens == 5
 
 
-def test_seed_reproduces_a_sampled_answer(server: LiveServer) -> None:
+def test_seed_reproduces_a_sampled_answer(api: openai.OpenAI) -> None:
     def sampled(seed: int) -> str:
-        answer = chat(server, temperature=1.0, seed=seed, max_tokens=24)
+        answer = chat(api, temperature=1.0, seed=seed, max_tokens=24)
         return answer.choices[0].message.content or ""
 
     assert sampled(7) == sampled(7)
     assert len({sampled(seed) for seed in (1, 2, 3, 4)}) > 1
 
 
-def test_json_object_answer_is_json(server: LiveServer) -> None:
-    free = chat(server, max_tokens=12, response_format={"type": "json_object"})
+def test_json_object_answer_is_json(api: openai.OpenAI) -> None:
+    free = chat(api, max_tokens=12, response_format={"type": "json_object"})
     assert (free.choices[0].message.content or "").lstrip().startswith("{")
     # The story model never closes an object by itself; a nudge towards "}" (token 128)
     # lets it finish, and the grammar makes what it writes a JSON object.
     nudged = chat(
-        server, max_tokens=40, response_format={"type": "json_object"}, logit_bias={"128": 10}
+        api, max_tokens=40, response_format={"type": "json_object"}, logit_bias={"128": 10}
     )
     assert nudged.choices[0].finish_reason == "stop"
     assert isinstance(json.loads(nudged.choices[0].message.content or ""), dict)
 
 
-def test_json_schema_answer_fits_the_schema(server: LiveServer) -> None:
+def test_json_schema_answer_fits_the_schema(api: openai.OpenAI) -> None:
     answer = chat(
-        server,
+        api,
         messages=[{"role": "user", "content": "Lily"}],
         temperature=0.7,
         seed=2,
@@ -163,19 +168,19 @@ def test_json_schema_answer_fits_the_schema(server: LiveServer) -> None:
     assert isinstance(document["age"], int)
 
 
-def test_logit_bias_bans_a_token(server: LiveServer, vocab: LlamaModel) -> None:
+def test_logit_bias_bans_a_token(vocab: LlamaModel, api: openai.OpenAI) -> None:
     lily = vocab.tokenize(" Lily", add_special=False)[-1]
     assert vocab.token_bytes(lily) == b" Lily"
-    answer = chat(server, max_tokens=30, logit_bias={str(lily): -100})
+    answer = chat(api, max_tokens=30, logit_bias={str(lily): -100})
     text = answer.choices[0].message.content or ""
     assert "Lily" not in text
     assert text.startswith(", there was a little girl named")
 
 
-def test_content_as_text_parts_and_developer_role(server: LiveServer) -> None:
+def test_content_as_text_parts_and_developer_role(api: openai.OpenAI) -> None:
     parts = [{"type": "text", "text": "Once upon"}, {"type": "text", "text": "a time"}]
     answer = chat(
-        server,
+        api,
         messages=[
             {"role": "developer", "content": "Tell a story."},
             {"role": "user", "content": parts},
@@ -186,17 +191,17 @@ def test_content_as_text_parts_and_developer_role(server: LiveServer) -> None:
 
 
 def test_unknown_fields_are_ignored_with_a_warning(
-    server: LiveServer, caplog: pytest.LogCaptureFixture
+    caplog: pytest.LogCaptureFixture, api: openai.OpenAI
 ) -> None:
     with caplog.at_level("WARNING", logger="hoshikage.api.openai"):
-        answer = chat(server, max_tokens=3, extra_body={"frobnicate": True})
+        answer = chat(api, max_tokens=3, extra_body={"frobnicate": True})
     assert answer.choices[0].message.content
     assert "frobnicate" in caplog.text
 
 
 # --- completions ------------------------------------------------------------------------------
-def test_completion_continues_the_prompt(server: LiveServer) -> None:
-    answer = client(server).completions.create(
+def test_completion_continues_the_prompt(server: LiveServer, api: openai.OpenAI) -> None:
+    answer = api.completions.create(
         model=STORIES, prompt="Once upon a time", temperature=0, max_tokens=20
     )
     assert "Lily" in answer.choices[0].text
@@ -209,12 +214,12 @@ def test_completion_continues_the_prompt(server: LiveServer) -> None:
     Completion.model_validate(raw.json())
 
 
-def test_completion_stream_and_echo(server: LiveServer) -> None:
-    whole = client(server).completions.create(
+def test_completion_stream_and_echo(server: LiveServer, api: openai.OpenAI) -> None:
+    whole = api.completions.create(
         model=STORIES, prompt="Once upon a time", temperature=0, max_tokens=12, echo=True
     )
     assert whole.choices[0].text.startswith("Once upon a time, there")
-    stream = client(server).completions.create(
+    stream = api.completions.create(
         model=STORIES,
         prompt="Once upon a time",
         temperature=0,
@@ -239,13 +244,13 @@ def test_completion_stream_and_echo(server: LiveServer) -> None:
 
 
 # --- embeddings -------------------------------------------------------------------------------
-def test_embeddings_are_meaningful(server: LiveServer) -> None:
+def test_embeddings_are_meaningful(api: openai.OpenAI) -> None:
     texts = [
         "My cat is called Tama.",
         "What is the name of my cat?",
         "The stock market fell today.",
     ]
-    result = client(server).embeddings.create(model="minilm", input=texts)
+    result = api.embeddings.create(model="minilm", input=texts)
     vectors = [item.embedding for item in sorted(result.data, key=lambda item: item.index)]
     assert [len(v) for v in vectors] == [384, 384, 384]
 
@@ -275,8 +280,8 @@ def test_embedding_formats_validate(server: LiveServer) -> None:
 
 
 # --- models and errors ------------------------------------------------------------------------
-def test_models_list_and_retrieve(server: LiveServer) -> None:
-    api = client(server)
+def test_models_list_and_retrieve(server: LiveServer, api: openai.OpenAI) -> None:
+    api = api
     ids = [model.id for model in api.models.list()]
     assert STORIES in ids and "minilm" in ids
     minilm = api.models.retrieve("minilm")
@@ -287,8 +292,8 @@ def test_models_list_and_retrieve(server: LiveServer) -> None:
         api.models.retrieve("no-such-model")
 
 
-def test_errors_are_the_packages_own_exceptions(server: LiveServer) -> None:
-    api = client(server)
+def test_errors_are_the_packages_own_exceptions(api: openai.OpenAI) -> None:
+    api = api
     with pytest.raises(openai.NotFoundError) as missing:
         api.chat.completions.create(model="no-such-model", messages=ONCE)
     assert missing.value.code == "model_not_found"
