@@ -37,6 +37,7 @@ import logging
 import os
 import random
 import re
+import signal
 import socket
 import statistics
 import subprocess
@@ -853,6 +854,10 @@ def format_table(rows: list[Row]) -> str:
 
 
 # --- main ------------------------------------------------------------------------------------
+def _terminated(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # unwinds through `running`, which stops its server
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer requests: a smoke run")
@@ -860,6 +865,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=RESULTS_FILE, help="results file")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    signal.signal(signal.SIGTERM, _terminated)  # stop the servers on the way out, as on Ctrl+C
     for noisy in ("httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     plan = Plan.make(args.threads, args.quick)
@@ -959,4 +965,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        print("interrupted (the servers it started are stopped)", file=sys.stderr)
+        sys.exit(130)
