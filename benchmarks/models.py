@@ -8,6 +8,7 @@ real Qwen2.5-0.5B-Instruct Q4_K_M) measures real prefill and decode speed.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from hoshikage.engine.quantize import quantize_model
@@ -28,10 +29,14 @@ def qwen_shaped_model(cache_dir: Path = CACHE_DIR) -> Path:
     if target.exists():
         return target
     cache_dir.mkdir(parents=True, exist_ok=True)
-    f16 = cache_dir / "qwen2.5-0.5b-shape-random-f16.gguf"
+    # Built under names of this process's own and renamed when complete: two benchmarks
+    # started together never see (or write into) each other's half-written file.
+    f16 = cache_dir / f"qwen2.5-0.5b-shape-random-f16.{os.getpid()}.gguf"
+    partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
     log.info("building %s (random weights, Qwen2 vocabulary)", f16.name)
     build_random_model_like(f16, QWEN2_VOCAB, QWEN2_5_0_5B, seed=0)
     log.info("quantising to %s", target.name)
-    quantize_model(f16, target, "Q4_K_M")
+    quantize_model(f16, partial, "Q4_K_M")
     f16.unlink()
+    partial.replace(target)
     return target

@@ -188,11 +188,16 @@ def _log_tail(path: Path, lines: int = 30) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+def server_log_path(label: str, log_dir: Path = LOG_DIR) -> Path:
+    """Where `running` writes the output of the server labelled `label`."""
+    return log_dir / (re.sub(r"[^A-Za-z0-9.-]+", "_", label) + ".log")
+
+
 @contextmanager
-def running(spec: ServerSpec) -> Iterator[subprocess.Popen[bytes]]:
+def running(spec: ServerSpec, log_dir: Path = LOG_DIR) -> Iterator[subprocess.Popen[bytes]]:
     """Start the server, wait until its health endpoint answers 200, always stop it."""
-    LOG_DIR.mkdir(parents=True, exist_ok=True)
-    log_path = LOG_DIR / (re.sub(r"[^A-Za-z0-9.-]+", "_", spec.label) + ".log")
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = server_log_path(spec.label, log_dir)
     log.info("starting %s on port %d (log: %s)", spec.label, spec.port, log_path)
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
@@ -297,14 +302,22 @@ def llama_cpp_python_spec(model: Path, plan: Plan, eog: Sequence[int]) -> Server
 
 
 def hoshikage_spec(
-    model: Path, plan: Plan, slots: int, has_parallel_flag: bool, home: Path
+    model: Path,
+    plan: Plan,
+    slots: int,
+    has_parallel_flag: bool,
+    home: Path,
+    *,
+    keep_alive: str = "-1",
+    log_level: str = "warn",
+    extra_args: Sequence[str] = (),
 ) -> ServerSpec:
     port = free_port()
     command = [
         sys.executable, "-m", "hoshikage", "serve", "--host", HOST, "--port", str(port),
         "--model", str(model), "--threads", str(plan.threads), "--n-ctx", str(plan.n_ctx),
-        "--backend", "cpu", "--keep-alive", "-1", "--log-level", "warn",
-        "--shutdown-grace", "1",
+        "--backend", "cpu", "--keep-alive", keep_alive, "--log-level", log_level,
+        "--shutdown-grace", "1", *extra_args,
     ]  # fmt: skip
     if has_parallel_flag:
         command += ["--parallel", str(slots)]
