@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from hoshikage.engine import LoadOptions
+from hoshikage.memory.embedder import EngineEmbedder
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SHARED_MODELS = PROJECT_ROOT.parent / "shared" / "models"
 
@@ -22,6 +25,20 @@ def shared_models() -> Path:
 def stories_model(shared_models: Path) -> Path:
     """A real trained 260K llama (no chat template): greedy 'Once upon a time' tells a story."""
     return shared_models / "stories260K.gguf"
+
+
+@pytest.fixture(scope="session")
+def minilm_path(shared_models: Path) -> Path:
+    """A real embedding model: all-MiniLM-L6-v2 (BERT, 384 dimensions), Q8_0."""
+    return shared_models / "all-MiniLM-L6-v2-q8_0.gguf"
+
+
+@pytest.fixture(scope="session")
+def minilm(minilm_path: Path) -> Iterator[EngineEmbedder]:
+    """MiniLM run by Hoshikage's engine, loaded once for the whole session."""
+    embedder = EngineEmbedder(minilm_path, LoadOptions(n_threads=1))
+    yield embedder
+    embedder.close()
 
 
 @pytest.fixture(scope="session")

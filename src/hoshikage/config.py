@@ -211,6 +211,52 @@ class Settings(BaseSettings):
         None, description="RAM-backed directory to keep model copies in for fast reloads."
     )
 
+    # --- memory -----------------------------------------------------------------------------
+    memory: bool = Field(
+        True,
+        description="Long-term memory: remember turns and bring relevant ones into new "
+        "conversations (false: nothing is indexed or recalled).",
+    )
+    embedding_model: str | None = Field(
+        None,
+        description="GGUF embedding model (path, alias or registered name) for semantic "
+        "memory; without one, memory is searched by keywords.",
+    )
+    memory_backend: Literal["sqlite", "chroma"] = Field(
+        "sqlite",
+        description="Where memory vectors are searched: sqlite (NumPy over the store) or "
+        "chroma (pip install 'hoshikage[chroma]').",
+    )
+    chroma_path: Path | None = Field(
+        None, description="Embedded Chroma directory (default: <data_dir>/chroma)."
+    )
+    chroma_url: str | None = Field(
+        None, description="A Chroma server's URL (http://host:port) instead of embedded Chroma."
+    )
+    memory_top_k: int = Field(5, ge=0, le=50, description="Memories considered per turn.")
+    memory_min_score: float = Field(
+        0.25,
+        ge=-1.0,
+        le=1.0,
+        description="Least blended similarity for a memory to enter the context (semantic).",
+    )
+    memory_tokens: int = Field(
+        384, ge=0, description="Token budget of the memory block in the context."
+    )
+    summaries: bool = Field(
+        True,
+        description="Summarise a conversation's older turns when they outgrow the window "
+        "(false: drop them).",
+    )
+    summary_max_tokens: int = Field(
+        256, ge=16, description="Longest summary of older turns, in tokens."
+    )
+    cluster_divisor: int = Field(
+        100, ge=1, description="Clustering summaries: k = turns / cluster_divisor, clamped."
+    )
+    min_clusters: int = Field(1, ge=1, description="Clustering summaries: fewest clusters.")
+    max_clusters: int = Field(20, ge=1, description="Clustering summaries: most clusters.")
+
     # --- places and logging -----------------------------------------------------------------
     data_dir: Path = Field(
         default_factory=default_data_dir, description="Where sessions and history live."

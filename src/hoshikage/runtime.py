@@ -33,7 +33,8 @@ def sampling_defaults(settings: Settings) -> SamplingParams:
 
 
 def resolve_model(name: str | None, settings: Settings) -> Path:
-    """A registered alias or a path to a GGUF file; an error that says what to do otherwise."""
+    """An alias from the settings, a path to a GGUF file, or a model registered in the store
+    (`hoshikage models add` / `pull`); an error that says what to do otherwise."""
     if not name:
         raise EngineError(
             "no model given: pass --model PATH (a .gguf file) or an alias from model_aliases "
@@ -44,10 +45,24 @@ def resolve_model(name: str | None, settings: Settings) -> Path:
     path = Path(name).expanduser()
     if path.exists():
         return path
-    aliases = ", ".join(sorted(settings.model_aliases)) or "none defined"
+    registered = _registered_models(settings)
+    record = registered.get(name) or registered.get(f"{name}:latest")
+    if record is not None:
+        return record
+    known = ", ".join(sorted({*settings.model_aliases, *registered})) or "none defined"
     raise EngineError(
-        f"no model {name!r}: it is neither a file nor a registered alias (aliases: {aliases})"
+        f"no model {name!r}: it is neither a file, an alias nor a registered model "
+        f"(known: {known}; see `hoshikage models ls`)"
     )
+
+
+def _registered_models(settings: Settings) -> dict[str, Path]:
+    if not settings.database_path.exists():
+        return {}
+    from hoshikage.models.registry import open_registry  # the registry imports this module
+
+    with open_registry(settings) as registry:
+        return {record.name: Path(record.path) for record in registry.list()}
 
 
 def open_sessions(settings: Settings) -> SessionStore:

@@ -130,7 +130,7 @@ def test_missing_model_exits_1(isolated_env: Path, command: str) -> None:
     result = run_hoshikage([command, "-m", str(missing)])
     assert result.returncode == 1
     message = one_line(result.stdout)
-    assert message.startswith(f"error: no model '{missing}': it is neither a file nor")
+    assert message.startswith(f"error: no model '{missing}': it is neither a file, an alias nor")
     assert_no_traceback(result.stdout + result.stderr)
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from hoshikage.cli.commands import COMMANDS
+from hoshikage.cli.memory_commands import MEMORY_COMMANDS
 from hoshikage.conversation.presets import PresetBook
 from hoshikage.store import SessionStore
 from tests.cli.conftest import SpawnChat
@@ -96,7 +97,7 @@ def test_stats_before_any_answer(spawn_chat: SpawnChat, stories_model: Path) -> 
 def test_help_lists_every_command(spawn_chat: SpawnChat, stories_model: Path) -> None:
     chat = start(spawn_chat, stories_model)
     output = chat.command("/help")
-    for command in COMMANDS:
+    for command in (*COMMANDS, *MEMORY_COMMANDS):
         assert re.search(
             rf"^{re.escape(command.usage)}\s+{re.escape(command.summary)}", output, re.M
         )
@@ -224,7 +225,7 @@ def test_model_switching_keeps_the_chat_working(
     assert "Loaded llama (llama, 5 layers) on cpu" in reloaded
 
     missing = hint(chat.command("/model nonexistent"))
-    assert missing.startswith("no model 'nonexistent': it is neither a file nor a registered alias")
+    assert missing.startswith("no model 'nonexistent': it is neither a file, an alias nor a")
     assert "Lily" in chat.ask("Once upon a time")
 
     fake = tmp_path / "model.safetensors"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
+import hashlib
 import hmac
 import logging
 import time
@@ -20,6 +22,10 @@ from hoshikage.api.errors import ApiError, error_response, install_error_handler
 from hoshikage.api.metrics import Metrics, MetricsMiddleware
 from hoshikage.api.service import InferenceService
 from hoshikage.config import Settings
+from hoshikage.memory.bank import MemoryBank
+from hoshikage.memory.embedder import FunctionEmbedder, embedding_space
+from hoshikage.memory.indexer import MemoryIndexer
+from hoshikage.memory.setup import memory_bank
 from hoshikage.models.gguf_info import GgufError, read_gguf_info
 from hoshikage.models.manager import ModelManager, ModelSpec, UnknownModelError
 from hoshikage.models.registry import ModelRegistry
@@ -44,6 +50,7 @@ class AppState:
     service: InferenceService
     api_keys: frozenset[str]
     metrics: Metrics  # routes of every API report finished generations here
+    bank: MemoryBank | None = None  # None: memory is switched off
     started_at: float = field(default_factory=time.time)
     ready: bool = False
 
@@ -70,10 +77,41 @@ def served_models(settings: Settings) -> dict[str, Path]:
     served: dict[str, Path] = {
         alias: path.expanduser() for alias, path in settings.model_aliases.items()
     }
-    if settings.model:
-        path = settings.model_aliases.get(settings.model, Path(settings.model)).expanduser()
-        served.setdefault(path.stem, path)
+    for configured in (settings.model, settings.embedding_model):
+        if configured:
+            path = settings.model_aliases.get(configured, Path(configured)).expanduser()
+            served.setdefault(path.stem, path)
     return served
+
+
+def namespace_of(request: Request, user: str | None = None) -> str:
+    """Whose memory a request reads and writes: its API key's (never the key itself), a
+    `user` within it, or the local user's when the server has no keys."""
+    base = "local"
+    if state_of(request).api_keys:
+        token = request.headers.get("authorization", "").partition(" ")[2].strip()
+        base = "key:" + hashlib.sha256(token.encode("utf-8")).hexdigest()[:16]
+    return f"{base}/user:{user}" if user else base
+
+
+class ServiceEmbedding:
+    """Embeds for memory from worker threads, through the model manager on the server's
+    event loop: the embedding model loads on demand and unloads when idle like any other."""
+
+    TIMEOUT_S = 300.0
+
+    def __init__(self, service: InferenceService, model: str) -> None:
+        self._service = service
+        self._model = model
+        self.loop: asyncio.AbstractEventLoop | None = None  # set when the server starts
+
+    def __call__(self, texts: list[str]) -> list[list[float]]:
+        if self.loop is None:
+            raise RuntimeError("the server is not running")
+        future = asyncio.run_coroutine_threadsafe(
+            self._service.embed(self._model, texts, truncate=True), self.loop
+        )
+        return future.result(timeout=self.TIMEOUT_S).vectors
 
 
 @functools.lru_cache(maxsize=64)
@@ -98,12 +136,10 @@ def model_resolver(settings: Settings, registry: ModelRegistry) -> Callable[[str
     A client never names a path: only what the operator registered or configured is opened.
     """
     served = served_models(settings)
-    if settings.model:
-        # The served model also answers to the name it was configured with.
-        served.setdefault(
-            settings.model,
-            settings.model_aliases.get(settings.model, Path(settings.model)).expanduser(),
-        )
+    for configured in (settings.model, settings.embedding_model):
+        if configured:  # a configured model also answers to the name it was configured with
+            path = settings.model_aliases.get(configured, Path(configured)).expanduser()
+            served.setdefault(configured, path)
 
     def resolve(name: str) -> ModelSpec:
         record = registry.find(name)
@@ -132,8 +168,21 @@ def create_app(settings: Settings) -> FastAPI:
     database = Database(settings.database_path)
     registry = ModelRegistry(database)
     sessions = SessionStore(database)
-    manager = ModelManager(settings, model_resolver(settings, registry))
+    resolve = model_resolver(settings, registry)
+    manager = ModelManager(settings, resolve)
     service = InferenceService(settings, manager, sessions)
+    bridge = None
+    if settings.memory:
+        embedder = None
+        if settings.embedding_model:
+            try:
+                spec = resolve(settings.embedding_model)
+                space = embedding_space(spec.path)
+            except (UnknownModelError, GgufError, OSError) as exc:
+                raise ValueError(f"embedding_model: {exc}") from exc
+            bridge = ServiceEmbedding(service, spec.name)
+            embedder = FunctionEmbedder(space, bridge)
+        service.bank = memory_bank(settings, database, embedder)
     state = AppState(
         settings=settings,
         database=database,
@@ -143,16 +192,24 @@ def create_app(settings: Settings) -> FastAPI:
         service=service,
         api_keys=load_api_keys(settings),
         metrics=Metrics(manager, service),
+        bank=service.bank,
     )
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await manager.start()
+        if bridge is not None:
+            bridge.loop = asyncio.get_running_loop()
+        if service.bank is not None:
+            service.indexer = MemoryIndexer(service.bank)
         state.ready = True
         try:
             yield
         finally:
             state.ready = False
+            if service.indexer is not None:
+                # Its embedding calls need the loop: stop it before the loop stops serving.
+                await asyncio.to_thread(service.indexer.close)
             await manager.close()
             database.close()
 
@@ -227,11 +284,12 @@ class RequestBodies:
 
 
 def _include_routes(app: FastAPI) -> None:
-    from hoshikage.api import native_routes, ollama_routes, openai_routes
+    from hoshikage.api import memory_routes, native_routes, ollama_routes, openai_routes
 
     app.include_router(openai_routes.router)
     app.include_router(ollama_routes.router)
     app.include_router(native_routes.router)
+    app.include_router(memory_routes.router)
 
 
 def _install_guards(app: FastAPI, state: AppState) -> None:

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from hoshikage import __version__
-from hoshikage.api.app import AppState, model_resolver, state_of
+from hoshikage.api.app import AppState, model_resolver, namespace_of, state_of
 from hoshikage.api.errors import ApiError
 from hoshikage.api.metrics import CONTENT_TYPE_LATEST
 from hoshikage.conversation.presets import PresetBook
@@ -83,6 +83,12 @@ async def status(request: Request) -> dict[str, Any]:
             "models_estimated_bytes": sum(model.estimated_bytes for model in loaded),
         },
         "gpus": None if gpus is None else [dataclasses.asdict(gpu) for gpu in gpus],
+        "long_term_memory": {"mode": "off"}
+        if state.bank is None
+        else {
+            **await asyncio.to_thread(state.bank.status, namespace_of(request)),
+            "indexed": state.service.indexer.indexed if state.service.indexer else 0,
+        },
         "limits": {
             "max_loaded_models": state.settings.max_loaded_models,
             "max_queue": state.settings.max_queue,
@@ -125,6 +131,7 @@ def _session_json(record: SessionRecord) -> dict[str, Any]:
         "created_at": record.created_at,
         "updated_at": record.updated_at,
         "message_count": record.message_count,
+        "namespace": record.namespace,
     }
 
 
@@ -175,8 +182,12 @@ async def create_session(body: SessionCreate, request: Request) -> dict[str, Any
         except UnknownModelError as exc:
             raise ApiError(400, str(exc), param="model", code="model_not_found") from None
 
+    namespace = namespace_of(request)  # its turns are remembered where its key looks
+
     def create() -> SessionRecord:
-        return state.sessions.create(model=body.model, system_prompt=system_prompt, name=body.name)
+        return state.sessions.create(
+            model=body.model, system_prompt=system_prompt, name=body.name, namespace=namespace
+        )
 
     try:
         record = await asyncio.to_thread(create)

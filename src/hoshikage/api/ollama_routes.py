@@ -33,7 +33,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.types import Receive, Scope, Send
 
 from hoshikage import __version__
-from hoshikage.api.app import AppState, model_resolver, served_models, state_of
+from hoshikage.api.app import AppState, model_resolver, namespace_of, served_models, state_of
 from hoshikage.api.errors import ApiError
 from hoshikage.api.ollama_schemas import (
     IGNORED_OPTIONS,
@@ -329,6 +329,7 @@ def _final(
         payload["dropped_messages"] = finish.dropped_messages
     if run.session_id:
         payload["session_id"] = run.session_id
+    payload.update(run.context_fields())
     return payload
 
 
@@ -465,6 +466,8 @@ async def chat(request: Request) -> Response:
         params=_sampling(state.settings, body.options, body.format),
         keep_alive=body.keep_alive,
         session=request.headers.get(SESSION_HEADER) or body.session_id,
+        namespace=namespace_of(request),
+        memory=body.memory,
     )
     return await _answer(
         request, state, state.service.chat(job), body=body, spec=spec, shape=shape, clock=clock
@@ -519,6 +522,8 @@ async def generate(request: Request) -> Response:
             params=params,
             keep_alive=body.keep_alive,
             session=session,
+            namespace=namespace_of(request),
+            memory=body.memory,
         )
         opened = state.service.chat(job)
     return await _answer(request, state, opened, body=body, spec=spec, shape=shape, clock=clock)
@@ -534,31 +539,13 @@ async def _embed(
     truncate: bool,
 ) -> EmbeddingResult:
     try:
-        return await state.service.embed(model, texts, keep_alive=keep_alive)
-    except ContextOverflowError as exc:
-        if not truncate:
-            raise ApiError(
-                400,
-                f"the input length exceeds the context length ({exc.n_prompt_tokens} tokens, "
-                f"the model takes {exc.n_ctx}); send truncate: true to cut it",
-            ) from None
-        limit = exc.n_ctx
-    # truncate (Ollama's default): cut each input to the model's window, and say so in the log.
-    async with state.manager.use(model, keep_alive=keep_alive, embedding=True) as engine:
-
-        def tokens() -> list[list[int]]:
-            tokenized = [engine.model.tokenize(text) for text in texts]
-            cut = sum(len(t) > limit for t in tokenized)
-            log.info("truncated %d of %d inputs to %d tokens", cut, len(texts), limit)
-            return [t[:limit] for t in tokenized]
-
-        state.service.in_flight += 1
-        try:
-            return await asyncio.wrap_future(
-                engine.scheduler.submit_embedding(await asyncio.to_thread(tokens))
-            )
-        finally:
-            state.service.in_flight -= 1
+        return await state.service.embed(model, texts, keep_alive=keep_alive, truncate=truncate)
+    except ContextOverflowError as exc:  # only without truncate (Ollama's default is to cut)
+        raise ApiError(
+            400,
+            f"the input length exceeds the context length ({exc.n_prompt_tokens} tokens, "
+            f"the model takes {exc.n_ctx}); send truncate: true to cut it",
+        ) from None
 
 
 def _shorten(vectors: list[list[float]], dimensions: int | None) -> list[list[float]]:

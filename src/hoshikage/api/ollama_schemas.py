@@ -176,6 +176,11 @@ class ChatRequest(GenerationRequest):
     session_id: str | None = Field(
         None, description="A stored session (id or name) to continue and save the turn in."
     )
+    memory: bool = Field(
+        True,
+        description="With a session: recall relevant memories and remember this turn "
+        "(false opts this turn out of both).",
+    )
 
 
 class GenerateRequest(GenerationRequest):
@@ -188,6 +193,11 @@ class GenerateRequest(GenerationRequest):
     images: list[str] | None = None
     session_id: str | None = Field(
         None, description="A stored session (id or name) to continue and save the turn in."
+    )
+    memory: bool = Field(
+        True,
+        description="With a session: recall relevant memories and remember this turn "
+        "(false opts this turn out of both).",
     )
 
 

@@ -26,7 +26,7 @@ from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import JSONResponse
 
 from hoshikage import __version__
-from hoshikage.api.app import AppState, served_models, state_of
+from hoshikage.api.app import AppState, namespace_of, served_models, state_of
 from hoshikage.api.errors import ApiError, as_api_error
 from hoshikage.api.openai_schemas import (
     BIAS_LIMIT,
@@ -48,6 +48,7 @@ log = logging.getLogger("hoshikage.api.openai")
 router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"])
 
 DROPPED_HEADER = "X-Hoshikage-Dropped-Messages"
+MEMORIES_HEADER = "X-Hoshikage-Memories"  # ids of the memories put into the context
 SESSION_HEADER = "X-Session-Id"
 FINGERPRINT = f"hoshikage-{__version__}"
 SSE_MEDIA_TYPE = "text/event-stream"
@@ -128,6 +129,8 @@ def _run_headers(run: Run) -> dict[str, str]:
     headers = {DROPPED_HEADER: str(run.dropped_messages)}
     if run.session_id is not None:
         headers[SESSION_HEADER] = run.session_id
+    if run.context is not None:
+        headers[MEMORIES_HEADER] = ",".join(str(m.id) for m in run.context.memories)
     if run.dropped_messages:
         log.info("dropped %d old messages to fit n_ctx %d", run.dropped_messages, run.n_ctx)
     return headers
@@ -267,6 +270,8 @@ async def chat_completions(
         params=sampling_params(state.settings, body, body.answer_limit),
         keep_alive=body.keep_alive,
         session=body.session_id or x_session_id,
+        namespace=namespace_of(request, body.user),
+        memory=body.memory,
     )
     opened = await OpenedRun.open(request, state.service.chat(job))
     if opened is None:
@@ -281,7 +286,8 @@ async def chat_completions(
 
         async def stream() -> AsyncGenerator[str, None]:
             opening = {"index": 0, "delta": {"role": "assistant", "content": ""}}
-            yield _sse(reply.envelope([{**opening, "logprobs": None, "finish_reason": None}]))
+            first = [{**opening, "logprobs": None, "finish_reason": None}]
+            yield _sse(reply.envelope(first, **opened.run.context_fields()))
             async for piece in _finished_stream(state, opened, reply, chunk, chat=True):
                 yield piece
 
@@ -300,7 +306,9 @@ async def chat_completions(
         "logprobs": None,
         "finish_reason": _FINISH_REASONS[finish.finish_reason],
     }
-    content = reply.envelope([choice], usage=_usage(finish, opened.run, chat=True))
+    content = reply.envelope(
+        [choice], usage=_usage(finish, opened.run, chat=True), **opened.run.context_fields()
+    )
     return JSONResponse(content, headers=headers)
 
 

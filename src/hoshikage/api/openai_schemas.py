@@ -130,7 +130,12 @@ class SamplingFields(OpenAIRequest):
     stop: str | list[str] | None = Field(
         None, description=f"Up to {MAX_STOP_STRINGS} strings that end the answer (not shown)."
     )
-    user: str | None = Field(None, max_length=256, description="End-user id, for the log.")
+    user: str | None = Field(
+        None,
+        max_length=256,
+        description="End-user id: the log, and whose memory a session's turns use (within "
+        "the API key's).",
+    )
     n: int | None = Field(None, description="Choices to return; only 1 is supported.")
     # llama.cpp extras
     top_k: int | None = Field(None, ge=0, description="llama.cpp: keep the k likeliest tokens.")
@@ -292,6 +297,12 @@ class ChatCompletionRequest(SamplingFields):
         max_length=200,
         description="Hoshikage: a session id or name (or header X-Session-Id). The turn is "
         "stored there; a request with a single new message continues its history.",
+    )
+    memory: bool = Field(
+        True,
+        description="Hoshikage: with a session, bring relevant memories of other "
+        "conversations into the context and remember this turn; false opts this turn out "
+        "of both.",
     )
 
     @field_validator("logprobs")

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from hoshikage import __version__
+from hoshikage.cli.options import EmbeddingModelOpt, MemoryOpt
 from hoshikage.config import Settings, SettingsError, load_settings
 from hoshikage.engine import EngineError
 from hoshikage.logging_setup import configure_logging
@@ -128,6 +129,8 @@ def chat(
     preset: Annotated[str | None, typer.Option(help="Persona preset (see /preset).")] = None,
     user_prompt: Annotated[str | None, typer.Option(help="Input prompt text.")] = None,
     assistant_prompt: Annotated[str | None, typer.Option(help="Answer label.")] = None,
+    embedding_model: EmbeddingModelOpt = None,
+    memory: MemoryOpt = None,
     log_level: LogLevelOpt = None,
     load_history: Annotated[
         Path | None, typer.Option(help="Start from a session exported as JSON.")
@@ -215,12 +218,16 @@ def bench(
 
 def _register_subcommands() -> None:
     from hoshikage.cli.batch_cmd import batch
+    from hoshikage.cli.memory_cmd import memory_app
     from hoshikage.cli.models_cmd import models_app
     from hoshikage.cli.serve_cmd import serve
 
     app.command()(serve)
     app.command()(batch)
     app.add_typer(models_app, name="models", help="Register, pull, list and verify models.")
+    app.add_typer(
+        memory_app, name="memory", help="Search, list, forget, re-embed and export memory."
+    )
 
 
 def main() -> None:

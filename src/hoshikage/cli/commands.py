@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -42,9 +42,13 @@ class Command:
 
 
 class SlashCommands:
-    def __init__(self, repl: ChatRepl) -> None:
+    def __init__(self, repl: ChatRepl, commands: Sequence[Command]) -> None:
         self._repl = repl
-        self._commands = {command.name: command for command in COMMANDS}
+        self._commands = {command.name: command for command in commands}
+
+    @property
+    def listing(self) -> list[Command]:
+        return list(self._commands.values())
 
     def dispatch(self, line: str) -> bool:
         name, _, argument = line[1:].partition(" ")
@@ -61,7 +65,7 @@ class SlashCommands:
 
 def _help(repl: ChatRepl, _: str) -> None:
     table = Table(show_header=False, box=None, pad_edge=False)
-    for command in COMMANDS:
+    for command in repl.commands.listing:
         table.add_row(f"[bold]{escape(command.usage)}[/bold]", command.summary)
     repl.console.print(table)
     repl.console.print(
@@ -258,6 +262,9 @@ def _stats(repl: ChatRepl, _: str) -> None:
     )
     table.add_row("total time", f"{last.timings.total_s:.2f} s", f"{stats.total_seconds:.2f} s")
     table.add_row("finish reason", last.finish_reason, "")
+    report = repl.conversation.last_report
+    if report is not None:
+        table.add_row("context", escape(report.describe()), "")
     repl.console.print(table)
 
 
@@ -286,6 +293,12 @@ def _status(repl: ChatRepl, _: str) -> None:
             "GPU memory",
             f"{escape(gpu.name)}: {human_bytes(gpu.used_bytes)} / {human_bytes(gpu.total_bytes)}",
         )
+    if repl.memory is None:
+        table.add_row("memory", "off")
+    else:
+        memory = repl.memory.bank.status(repl.conversation.namespace)
+        model = memory["embedding_model"] or "no embedding model: keywords only"
+        table.add_row("memory", f"{memory['mode']} ({escape(model)}), {memory['memories']} kept")
     session = repl.conversation.session
     table.add_row(
         "session",

@@ -12,14 +12,18 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from hoshikage.cli.commands import CommandError, SlashCommands
+from hoshikage.cli.commands import COMMANDS, CommandError, SlashCommands
 from hoshikage.cli.input import LineReader, read_message
+from hoshikage.cli.memory_commands import MEMORY_COMMANDS
 from hoshikage.config import Settings
 from hoshikage.conversation.chat import Conversation, Turn
+from hoshikage.conversation.context import ContextBuilder
 from hoshikage.conversation.presets import PresetBook
+from hoshikage.conversation.summary import Summarizer
 from hoshikage.engine import Engine, EngineError, Generation, TokenEvent
+from hoshikage.memory.setup import LocalMemory, context_options, summary_options
 from hoshikage.runtime import load_options, resolve_model, sampling_defaults
-from hoshikage.store import SessionStore, StoreError
+from hoshikage.store import MemoryStore, SessionStore, StoreError
 from hoshikage.store.transfer import write_session_file
 
 log = logging.getLogger(__name__)
@@ -45,7 +49,9 @@ class ChatRepl:
         self.engine: Engine | None = None
         self.model_name = settings.model
         self.conversation = conversation or self.new_conversation()
-        self.commands = SlashCommands(self)
+        self.commands = SlashCommands(self, (*COMMANDS, *MEMORY_COMMANDS))
+        self.summaries = MemoryStore(sessions.database)
+        self.memory: LocalMemory | None = None
 
     # --- set-up --------------------------------------------------------------------------
     def initial_system_prompt(self) -> str | None:
@@ -92,6 +98,35 @@ class ChatRepl:
                 f"(set chat_template to choose another).[/dim]"
             )
 
+    def open_memory(self) -> None:
+        """Long-term memory, unless switched off; a broken embedding model is reported and
+        memory goes on by keywords rather than not at all."""
+        if not self.settings.memory:
+            return
+        try:
+            self.memory = LocalMemory.open(self.settings, self.sessions.database)
+        except EngineError as exc:
+            self.console.print(
+                f"[yellow]embedding_model: {escape(str(exc))}; memory is searched by keywords "
+                f"only[/yellow]"
+            )
+            self.memory = LocalMemory.open(
+                self.settings.model_copy(update={"embedding_model": None}), self.sessions.database
+            )
+
+    def context_builder(self) -> ContextBuilder:
+        """What goes into the window for the next turn: memories, a summary, recent turns."""
+        assert self.engine is not None
+        bank = self.memory.bank if self.memory is not None else None
+        return ContextBuilder(
+            self.engine,
+            bank=bank,
+            summarizer=Summarizer(
+                self.engine, self.summaries, bank, summary_options(self.settings)
+            ),
+            options=context_options(self.settings),
+        )
+
     def unload_model(self) -> None:
         if self.engine is not None:
             self.engine.close()
@@ -104,6 +139,7 @@ class ChatRepl:
         except EngineError as exc:
             self.console.print(f"[red]error:[/red] {escape(str(exc))}")
             return 1
+        self.open_memory()
         self.console.print("[dim]Type /help for commands, Ctrl+D or /exit to quit.[/dim]")
         try:
             while True:
@@ -121,6 +157,8 @@ class ChatRepl:
                     continue
                 self.answer(text)
         finally:
+            if self.memory is not None:
+                self.memory.close()
             self.unload_model()
         return 0
 
@@ -135,7 +173,7 @@ class ChatRepl:
     def answer(self, text: str) -> None:
         assert self.engine is not None
         try:
-            turn = self.conversation.start_turn(self.engine, text)
+            turn = self.conversation.start_turn(self.engine, text, self.context_builder())
         except EngineError as exc:
             self.console.print(f"[red]error:[/red] {escape(str(exc))}")
             return
@@ -151,14 +189,23 @@ class ChatRepl:
             self.console.print(f"\n[red]error:[/red] {escape(str(exc))}")
             return
         self.conversation.commit(turn)
+        if self.memory is not None:
+            self.memory.indexer.notify()
         finish = turn.generation.finish
         assert finish is not None
         if finish.finish_reason == "cancelled":
             self.console.print("[dim](stopped)[/dim]")
-        if finish.dropped_messages:
+        dropped = finish.dropped_messages + turn.report.dropped_messages
+        if dropped:
             self.console.print(
-                f"[dim]({finish.dropped_messages} oldest messages left out to fit the "
+                f"[dim]({dropped} oldest messages left out to fit the "
                 f"{self.engine.n_ctx}-token context window)[/dim]"
+            )
+        if turn.report.summary is not None and turn.report.summary.updated:
+            self.console.print(
+                f"[dim](the {turn.report.summary.summarized_messages} oldest messages are "
+                f"summarised to fit the {self.engine.n_ctx}-token window; /memory shows what "
+                f"was used)[/dim]"
             )
         if self.save_history is not None:
             session_id = self.conversation.ensure_saved().id

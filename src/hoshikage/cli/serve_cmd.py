@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from hoshikage import __version__
+from hoshikage.cli.options import EmbeddingModelOpt, MemoryOpt
 
 if TYPE_CHECKING:
     from hoshikage.api.app import AppState
@@ -123,6 +124,8 @@ def serve(
             help="RAM-backed directory for fast reloads after idle unload.", show_default=False
         ),
     ] = None,
+    embedding_model: EmbeddingModelOpt = None,
+    memory: MemoryOpt = None,
     backend: Annotated[
         str | None,
         typer.Option(help="auto, cpu, cuda, metal, vulkan or hybrid.", show_default=False),

@@ -10,10 +10,16 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import asdict, dataclass, field
-from typing import Any, cast
+from typing import Any
 
-from hoshikage.engine import ChatMessage, Engine, FinishEvent, Generation, SamplingParams
-from hoshikage.engine.types import Role
+from hoshikage.conversation.context import (
+    BuiltContext,
+    ContextBuilder,
+    ContextOptions,
+    ContextReport,
+)
+from hoshikage.conversation.summary import HistoryMessage
+from hoshikage.engine import Engine, FinishEvent, Generation, SamplingParams
 from hoshikage.store import NewMessage, SessionRecord, SessionStore
 
 log = logging.getLogger(__name__)
@@ -21,10 +27,12 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Turn:
-    """One question and the generation answering it."""
+    """One question, the generation answering it, and what its context held."""
 
     user_text: str
     generation: Generation
+    report: ContextReport = field(default_factory=ContextReport)
+    remember: bool = True
 
 
 @dataclass
@@ -92,15 +100,16 @@ class Conversation:
         params: SamplingParams,
         model_label: str | None = None,
         session: SessionRecord | None = None,
-        history: list[ChatMessage] | None = None,
+        history: list[HistoryMessage] | None = None,
     ) -> None:
         self._sessions = sessions
         self.system_prompt = system_prompt
         self.params = params
         self.model_label = model_label
         self.session = session
-        self.history: list[ChatMessage] = list(history or [])
+        self.history: list[HistoryMessage] = list(history or [])
         self.stats = ConversationStats()
+        self.last_report: ContextReport | None = None
 
     @classmethod
     def resume(
@@ -108,7 +117,7 @@ class Conversation:
     ) -> Conversation:
         """Continue a stored session with its history, system prompt and parameters."""
         history = [
-            ChatMessage(role=cast(Role, message.role), content=message.content)
+            HistoryMessage(message.role, message.content, message.id, message.remember)
             for message in sessions.messages(session.id)
             if message.role != "system"
         ]
@@ -121,12 +130,41 @@ class Conversation:
             history=history,
         )
 
-    def messages_for(self, user_text: str) -> list[ChatMessage]:
-        system = [ChatMessage("system", self.system_prompt)] if self.system_prompt else []
-        return [*system, *self.history, ChatMessage("user", user_text)]
+    def start_turn(
+        self,
+        engine: Engine,
+        user_text: str,
+        builder: ContextBuilder | None = None,
+        *,
+        remember: bool = True,
+    ) -> Turn:
+        """Build the turn's context (memories, summary, recent turns) and start answering.
 
-    def start_turn(self, engine: Engine, user_text: str) -> Turn:
-        return Turn(user_text, engine.chat(self.messages_for(user_text), self.params))
+        Without a builder the oldest turns that do not fit are dropped, and nothing is
+        recalled. `remember` False keeps this turn out of long-term memory, and out of it
+        too the recall for this turn."""
+        builder = builder or ContextBuilder(
+            engine,
+            bank=None,
+            summarizer=None,
+            options=ContextOptions(memory=False, summaries=False),
+        )
+        built: BuiltContext = builder.build(
+            system_prompt=self.system_prompt,
+            history=self.history,
+            user_text=user_text,
+            params=self.params,
+            namespace=self.namespace,
+            session_id=self.session.id if self.session else None,
+            use_memory=remember,
+        )
+        prepared = engine.prepare_chat(built.messages, self.params)
+        self.last_report = built.report
+        return Turn(user_text, engine.generate(prepared, self.params), built.report, remember)
+
+    @property
+    def namespace(self) -> str:
+        return self.session.namespace if self.session else "local"
 
     def commit(self, turn: Turn) -> None:
         """Store a finished turn (a cancelled one keeps what was shown) and add it to history."""
@@ -135,14 +173,14 @@ class Conversation:
             raise RuntimeError("commit() needs a finished generation")
         answer = turn.generation.text
         session = self.ensure_saved()
-        self._sessions.append(
+        stored = self._sessions.append(
             session.id,
             [
-                NewMessage(role="user", content=turn.user_text),
-                answer_message(answer, finish),
+                NewMessage(role="user", content=turn.user_text, remember=turn.remember),
+                dataclasses.replace(answer_message(answer, finish), remember=turn.remember),
             ],
         )
-        self.history += [ChatMessage("user", turn.user_text), ChatMessage("assistant", answer)]
+        self.history += [HistoryMessage(m.role, m.content, m.id, m.remember) for m in stored]
         self.stats.add(finish)
 
     def apply_overrides(self, overrides: dict[str, Any]) -> None:

@@ -166,6 +166,11 @@ class Engine:
         self._require_open()
         return len(self.model.tokenize(self.template.render(messages)))
 
+    def count_text_tokens(self, text: str) -> int:
+        """Tokens of a piece of text inside a prompt (no BOS)."""
+        self._require_open()
+        return len(self.model.tokenize(text, add_special=False))
+
     def prepare_chat(
         self, messages: Sequence[ChatMessage], params: SamplingParams, *, drop_oldest: bool = True
     ) -> PreparedPrompt:
@@ -173,7 +178,7 @@ class Engine:
 
         With drop_oldest False, a conversation that does not fit whole is an error instead.
         """
-        reserved = self._reserved(params)
+        reserved = self.answer_reserve(params)
         if not drop_oldest:
             n_prompt = self.count_chat_tokens(messages)
             if n_prompt + reserved > self.n_ctx:
@@ -198,7 +203,7 @@ class Engine:
     def prepare_completion(self, prompt: str, params: SamplingParams) -> PreparedPrompt:
         self._require_open()
         tokens = self.model.tokenize(prompt)
-        reserved = self._reserved(params)
+        reserved = self.answer_reserve(params)
         if len(tokens) + reserved > self.n_ctx:
             raise ContextOverflowError(
                 f"the prompt is {len(tokens)} tokens and {reserved} more are reserved for the "
@@ -208,7 +213,8 @@ class Engine:
             )
         return PreparedPrompt(tokens, 0, self._max_new(params, len(tokens)))
 
-    def _reserved(self, params: SamplingParams) -> int:
+    def answer_reserve(self, params: SamplingParams) -> int:
+        """Tokens of the window kept free for the answer."""
         if params.max_tokens is not None:
             return params.max_tokens
         return min(DEFAULT_ANSWER_RESERVE, self.n_ctx // 4)
@@ -226,12 +232,21 @@ class Engine:
     def complete(self, prompt: str, params: SamplingParams) -> Generation:
         return self.generate(self.prepare_completion(prompt, params), params)
 
-    def embed(self, texts: Sequence[str]) -> Future[EmbeddingResult]:
-        """Pooled, L2-normalised embeddings of each text, computed on the engine thread."""
+    def embed(self, texts: Sequence[str], *, truncate: bool = False) -> Future[EmbeddingResult]:
+        """Pooled, L2-normalised embeddings of each text, computed on the engine thread.
+
+        An input longer than the model's window is an error, or with `truncate` is cut to
+        the window (its start is embedded)."""
         self._require_open()
         if not self.info.embedding:
             raise EngineError(f"{self.info.name} is not loaded as an embedding model")
-        return self.scheduler.submit_embedding([self.model.tokenize(text) for text in texts])
+        inputs = [self.model.tokenize(text) for text in texts]
+        if truncate:
+            cut = sum(len(tokens) > self.n_ctx for tokens in inputs)
+            if cut:
+                log.info("truncated %d of %d inputs to %d tokens", cut, len(inputs), self.n_ctx)
+            inputs = [tokens[: self.n_ctx] for tokens in inputs]
+        return self.scheduler.submit_embedding(inputs)
 
     def generate(self, prepared: PreparedPrompt, params: SamplingParams) -> Generation:
         self._require_open()

@@ -1,6 +1,27 @@
-"""Persistent state in one SQLite file: sessions and their messages (more tables later)."""
+"""Persistent state in one SQLite file: sessions, messages, models, memories and summaries."""
 
 from hoshikage.store.database import Database, StoreError
+from hoshikage.store.memories import (
+    MemoryFilter,
+    MemoryRecord,
+    MemoryStore,
+    NewMemory,
+    PendingMessage,
+    SummaryRecord,
+)
 from hoshikage.store.sessions import MessageRecord, NewMessage, SessionRecord, SessionStore
 
-__all__ = ["Database", "MessageRecord", "NewMessage", "SessionRecord", "SessionStore", "StoreError"]
+__all__ = [
+    "Database",
+    "MemoryFilter",
+    "MemoryRecord",
+    "MemoryStore",
+    "MessageRecord",
+    "NewMemory",
+    "NewMessage",
+    "PendingMessage",
+    "SessionRecord",
+    "SessionStore",
+    "StoreError",
+    "SummaryRecord",
+]

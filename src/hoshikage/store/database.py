@@ -40,6 +40,8 @@ class Database:
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.execute("PRAGMA foreign_keys=ON")
+        # Deleted content is overwritten, not left in free pages: forgetting really deletes.
+        self._conn.execute("PRAGMA secure_delete=ON")
         self._migrate()
 
     def close(self) -> None:
@@ -61,6 +63,12 @@ class Database:
     def query(self, sql: str, params: tuple[object, ...] = ()) -> list[sqlite3.Row]:
         with self._lock:
             return self._conn.execute(sql, params).fetchall()
+
+    def checkpoint(self) -> None:
+        """Fold the write-ahead log into the database file and empty it (after deletions,
+        so that no copy of what was deleted stays behind in the log)."""
+        with self._lock:
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def applied_migrations(self) -> list[str]:
         return [

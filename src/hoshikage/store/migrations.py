@@ -56,4 +56,46 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         CREATE INDEX models_by_path ON models(path);
         """,
     ),
+    (
+        "0003_memory",
+        # Long-term memory. A session belongs to a namespace (an API key, a `user`, or
+        # 'local' for the terminal); its turns are remembered there. messages.remember = 0
+        # marks a turn that opted out of memory or was forgotten, so catch-up indexing never
+        # brings it back. memories_fts is a plain FTS5 table keyed by the memory id (its own
+        # copy of the text keeps deletes simple and exact). A summary covers a session's
+        # messages up to through_message_id and names the messages it drew on.
+        """
+        ALTER TABLE sessions ADD COLUMN namespace TEXT NOT NULL DEFAULT 'local';
+        ALTER TABLE messages ADD COLUMN remember INTEGER NOT NULL DEFAULT 1
+            CHECK (remember IN (0, 1));
+        CREATE TABLE memories (
+            id              INTEGER PRIMARY KEY AUTOINCREMENT,
+            namespace       TEXT NOT NULL,
+            session_id      TEXT REFERENCES sessions(id) ON DELETE CASCADE,
+            message_id      INTEGER REFERENCES messages(id) ON DELETE CASCADE,
+            role            TEXT NOT NULL CHECK (role IN ('user', 'assistant', 'fact')),
+            text            TEXT NOT NULL,
+            created_at      REAL NOT NULL,
+            importance      REAL NOT NULL DEFAULT 0.5
+                            CHECK (importance >= 0 AND importance <= 1),
+            embedding       BLOB,
+            embedding_model TEXT
+        );
+        CREATE INDEX memories_by_namespace ON memories(namespace, created_at);
+        CREATE INDEX memories_by_session ON memories(session_id);
+        CREATE UNIQUE INDEX memories_by_message ON memories(message_id);
+        CREATE VIRTUAL TABLE memories_fts USING fts5(
+            text, tokenize = 'porter unicode61 remove_diacritics 2'
+        );
+        CREATE TABLE summaries (
+            session_id         TEXT PRIMARY KEY REFERENCES sessions(id) ON DELETE CASCADE,
+            through_message_id INTEGER NOT NULL,
+            text               TEXT NOT NULL,
+            source_ids         TEXT NOT NULL DEFAULT '[]',
+            method             TEXT NOT NULL CHECK (method IN ('clusters', 'oldest')),
+            created_at         REAL NOT NULL
+        );
+        CREATE INDEX sessions_by_namespace ON sessions(namespace);
+        """,
+    ),
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 import time
@@ -22,6 +23,7 @@ class SessionRecord:
     params: dict[str, Any]
     created_at: float
     updated_at: float
+    namespace: str = "local"  # whose memory its turns go to
     message_count: int = 0
 
     @property
@@ -42,6 +44,7 @@ class NewMessage:
     decode_tokens_per_s: float | None = None
     total_s: float | None = None
     finish_reason: str | None = None
+    remember: bool = True  # False: never index this message into long-term memory
 
 
 @dataclass(frozen=True)
@@ -60,12 +63,17 @@ _MESSAGE_COLUMNS = (
     "decode_tokens_per_s",
     "total_s",
     "finish_reason",
+    "remember",
 )
 
 
 class SessionStore:
     def __init__(self, database: Database) -> None:
         self._db = database
+
+    @property
+    def database(self) -> Database:
+        return self._db
 
     def create(
         self,
@@ -75,6 +83,7 @@ class SessionStore:
         params: dict[str, Any] | None = None,
         name: str | None = None,
         created_at: float | None = None,
+        namespace: str = "local",
     ) -> SessionRecord:
         now = time.time()
         session_id = uuid.uuid4().hex
@@ -83,7 +92,7 @@ class SessionStore:
                 self._ensure_name_free(conn, name, session_id)
             conn.execute(
                 "INSERT INTO sessions (id, name, model, system_prompt, params, created_at,"
-                " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                " updated_at, namespace) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     session_id,
                     name,
@@ -92,6 +101,7 @@ class SessionStore:
                     json.dumps(params or {}),
                     now if created_at is None else created_at,
                     now,
+                    namespace,
                 ),
             )
         return self.get(session_id)
@@ -161,29 +171,46 @@ class SessionStore:
             )
 
     def delete(self, session_id: str) -> None:
+        """Delete a session, its messages and its memories (their rows cascade; their keyword
+        index entries, which no foreign key reaches, are deleted here)."""
         with self._db.transaction() as conn:
+            conn.execute(
+                "DELETE FROM memories_fts WHERE rowid IN"
+                " (SELECT id FROM memories WHERE session_id = ?)",
+                (session_id,),
+            )
             conn.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
+            # Merge the keyword index's segments so that no deleted text lingers in them.
+            conn.execute("INSERT INTO memories_fts (memories_fts) VALUES ('optimize')")
 
-    def append(self, session_id: str, messages: Sequence[NewMessage]) -> None:
+    def append(self, session_id: str, messages: Sequence[NewMessage]) -> list[MessageRecord]:
         """Store a whole turn atomically; it is on disk when this returns."""
         try:
-            self._append(session_id, messages)
+            return self._append(session_id, messages)
         except sqlite3.IntegrityError as exc:
             raise StoreError(f"cannot store the turn in session {session_id}: {exc}") from exc
 
-    def _append(self, session_id: str, messages: Sequence[NewMessage]) -> None:
+    def _append(self, session_id: str, messages: Sequence[NewMessage]) -> list[MessageRecord]:
+        insert = (
+            f"INSERT INTO messages (session_id, {', '.join(_MESSAGE_COLUMNS)})"
+            f" VALUES (?, {', '.join('?' for _ in _MESSAGE_COLUMNS)})"
+        )
+        stored = []
         with self._db.transaction() as conn:
-            conn.executemany(
-                f"INSERT INTO messages (session_id, {', '.join(_MESSAGE_COLUMNS)})"
-                f" VALUES (?, {', '.join('?' for _ in _MESSAGE_COLUMNS)})",
-                [
-                    (session_id, *(getattr(message, column) for column in _MESSAGE_COLUMNS))
-                    for message in messages
-                ],
-            )
+            for message in messages:
+                values = (getattr(message, column) for column in _MESSAGE_COLUMNS)
+                cursor = conn.execute(insert, (session_id, *values))
+                stored.append(
+                    MessageRecord(
+                        **dataclasses.asdict(message),
+                        id=int(cursor.lastrowid or 0),
+                        session_id=session_id,
+                    )
+                )
             conn.execute(
                 "UPDATE sessions SET updated_at = ? WHERE id = ?", (time.time(), session_id)
             )
+        return stored
 
     def messages(self, session_id: str) -> list[MessageRecord]:
         rows = self._db.query(
@@ -191,7 +218,7 @@ class SessionStore:
             " WHERE session_id = ? ORDER BY id",
             (session_id,),
         )
-        return [MessageRecord(**dict(row)) for row in rows]
+        return [_message_from_row(row) for row in rows]
 
     @staticmethod
     def _ensure_name_free(conn: sqlite3.Connection, name: str, session_id: str) -> None:
@@ -204,6 +231,12 @@ _SESSION_SELECT = (
     "SELECT s.*, COUNT(m.id) AS message_count FROM sessions s"
     " LEFT JOIN messages m ON m.session_id = s.id"
 )
+
+
+def _message_from_row(row: sqlite3.Row) -> MessageRecord:
+    data = dict(row)
+    data["remember"] = bool(data["remember"])
+    return MessageRecord(**data)
 
 
 def _session_from_row(row: sqlite3.Row) -> SessionRecord:

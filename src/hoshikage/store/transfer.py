@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -117,7 +118,7 @@ def import_session_file(sessions: SessionStore, path: Path) -> SessionRecord:
                 prompt_tokens=message.prompt_tokens,
                 completion_tokens=message.completion_tokens,
                 finish_reason=message.finish_reason,
-                **({"created_at": message.timestamp.timestamp()} if message.timestamp else {}),
+                created_at=message.timestamp.timestamp() if message.timestamp else time.time(),
             )
             for message in doc.messages
         ],

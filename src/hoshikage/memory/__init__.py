@@ -1,0 +1,1 @@
+"""Long-term memory: remembered turns and facts, searched by meaning and by keyword."""
