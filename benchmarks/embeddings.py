@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.models import SHARED_MODELS
+from benchmarks.models import LLAMA_CPP_AMX_GUARD, SHARED_MODELS
 
 MINILM = SHARED_MODELS / "all-MiniLM-L6-v2-q8_0.gguf"
 N_TEXTS = 256
@@ -55,22 +55,14 @@ print(json.dumps({"batch_texts_per_s": statistics.median(batch),
                   "single_texts_per_s": statistics.median(single), "vectors": vectors}))
 """
 
-ANCHOR_SCRIPT = r"""
+ANCHOR_SCRIPT = (
+    r"""
 import json, statistics, sys, time
-import llama_cpp
-
-from hoshikage.engine.amx_probe import amx_is_broken
-
 path, threads, reps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 texts = json.load(sys.stdin)
-if amx_is_broken():  # the same guard Hoshikage applies, or this anchor would crash here
-    default_params = llama_cpp.llama_model_default_params
-    def guarded_params():
-        params = default_params()
-        params.use_extra_bufts = False
-        return params
-    llama_cpp.llama_model_default_params = guarded_params
-    llama_cpp.llama_cpp.llama_model_default_params = guarded_params
+"""
+    + LLAMA_CPP_AMX_GUARD
+    + r"""
 llm = llama_cpp.Llama(path, embedding=True, n_ctx=0, n_batch=512, n_ubatch=512,
                       n_threads=threads, n_threads_batch=threads, flash_attn=True,
                       verbose=False)
@@ -87,6 +79,7 @@ for _ in range(reps):
 print(json.dumps({"batch_texts_per_s": statistics.median(batch),
                   "single_texts_per_s": statistics.median(single), "vectors": vectors}))
 """
+)
 
 
 def sentences(count: int = N_TEXTS) -> list[str]:

@@ -19,26 +19,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from benchmarks.models import STORIES, qwen_shaped_model
+from benchmarks.models import LLAMA_CPP_AMX_GUARD, STORIES, qwen_shaped_model
 
 # Runs in a child process: llama-cpp-python's high-level API streaming a completion.
-ANCHOR_SCRIPT = r"""
+ANCHOR_SCRIPT = (
+    r"""
 import json, resource, statistics, sys, time
 from itertools import cycle, islice
-import llama_cpp
-
-from hoshikage.engine.amx_probe import amx_is_broken
-
 path = sys.argv[1]
 threads, n_ctx, n_batch, n_prompt, n_gen, reps = map(int, sys.argv[2:8])
-if amx_is_broken():  # the same guard Hoshikage applies, or this anchor would crash here
-    default_params = llama_cpp.llama_model_default_params
-    def guarded_params():
-        params = default_params()
-        params.use_extra_bufts = False
-        return params
-    llama_cpp.llama_model_default_params = guarded_params
-    llama_cpp.llama_cpp.llama_model_default_params = guarded_params
+"""
+    + LLAMA_CPP_AMX_GUARD
+    + r"""
 started = time.perf_counter()
 llm = llama_cpp.Llama(path, n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_batch, n_threads=threads,
                       n_threads_batch=threads, verbose=False)
@@ -66,6 +58,7 @@ print(json.dumps({"load_s": load_s, "time_to_first_token_s": statistics.mean(ttf
                   "decode_tokens_per_s": statistics.mean(decode),
                   "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
 """
+)
 
 
 def hoshikage_bench(model: Path, args: argparse.Namespace) -> dict[str, Any]:

@@ -40,3 +40,19 @@ def qwen_shaped_model(cache_dir: Path = CACHE_DIR) -> Path:
     f16.unlink()
     partial.replace(target)
     return target
+
+
+# For child processes that run llama-cpp-python's own API (the anchors): where this CPU's AMX
+# kernels crash, load models without llama.cpp's extra CPU buffer types, as Hoshikage does.
+LLAMA_CPP_AMX_GUARD = r"""
+import llama_cpp
+from hoshikage.engine.amx_probe import amx_is_broken
+if amx_is_broken():  # the same guard Hoshikage applies, or this anchor would crash here
+    default_params = llama_cpp.llama_model_default_params
+    def guarded_params():
+        params = default_params()
+        params.use_extra_bufts = False
+        return params
+    llama_cpp.llama_model_default_params = guarded_params
+    llama_cpp.llama_cpp.llama_model_default_params = guarded_params
+"""

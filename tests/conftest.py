@@ -9,6 +9,7 @@ import pytest
 
 from hoshikage.engine import LoadOptions
 from hoshikage.memory.embedder import EngineEmbedder
+from hoshikage.store import Database
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SHARED_MODELS = PROJECT_ROOT.parent / "shared" / "models"
@@ -45,6 +46,14 @@ def minilm(minilm_path: Path) -> Iterator[EngineEmbedder]:
 def vocab_dir(shared_models: Path) -> Path:
     """Tokenizer-only GGUFs with real chat templates (qwen2: ChatML, phi-3, llama-spm: none)."""
     return shared_models / "vocab"
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> Iterator[Database]:
+    """A fresh store in the test's own folder."""
+    database = Database(tmp_path / "hoshikage.db")
+    yield database
+    database.close()
 
 
 @pytest.fixture

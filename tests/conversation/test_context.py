@@ -42,13 +42,6 @@ def engine(stories_model: Path) -> Iterator[Engine]:
         yield engine
 
 
-@pytest.fixture
-def database(tmp_path: Path) -> Iterator[Database]:
-    database = Database(tmp_path / "hoshikage.db")
-    yield database
-    database.close()
-
-
 def story_turns(count: int, start: int = 0) -> list[tuple[str, str]]:
     return [
         (

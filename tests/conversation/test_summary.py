@@ -128,13 +128,6 @@ def engine(stories_model: Path) -> Iterator[Engine]:
         yield engine
 
 
-@pytest.fixture
-def database(tmp_path: Path) -> Iterator[Database]:
-    database = Database(tmp_path / "hoshikage.db")
-    yield database
-    database.close()
-
-
 def stored_conversation(database: Database, turns: int) -> tuple[str, list[HistoryMessage]]:
     sessions = SessionStore(database)
     session = sessions.create()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,13 +14,6 @@ from hoshikage.memory.setup import memory_bank
 from hoshikage.store import Database, SessionStore
 
 BankFactory = Callable[..., MemoryBank]
-
-
-@pytest.fixture
-def database(tmp_path: Path) -> Iterator[Database]:
-    database = Database(tmp_path / "hoshikage.db")
-    yield database
-    database.close()
 
 
 @pytest.fixture

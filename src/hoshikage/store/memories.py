@@ -244,25 +244,22 @@ class MemoryStore:
         self, message_ids: Collection[int], embedding_model: str
     ) -> dict[int, bytes]:
         """Stored embeddings of messages, by message id, where they are in this space."""
-        if not message_ids:
-            return {}
-        marks = ", ".join("?" for _ in message_ids)
-        rows = self._db.query(
-            f"SELECT message_id, embedding FROM memories WHERE message_id IN ({marks})"
-            " AND embedding_model = ? AND embedding IS NOT NULL",
-            (*message_ids, embedding_model),
-        )
-        return {row[0]: row[1] for row in rows}
+        return self._embeddings_by("message_id", message_ids, embedding_model)
 
     def embeddings(self, ids: Collection[int], embedding_model: str) -> dict[int, bytes]:
         """Stored embeddings of memories, by memory id, where they are in this space."""
-        if not ids:
+        return self._embeddings_by("id", ids, embedding_model)
+
+    def _embeddings_by(
+        self, key: Literal["id", "message_id"], values: Collection[int], embedding_model: str
+    ) -> dict[int, bytes]:
+        if not values:
             return {}
-        marks = ", ".join("?" for _ in ids)
+        marks = ", ".join("?" for _ in values)
         rows = self._db.query(
-            f"SELECT id, embedding FROM memories WHERE id IN ({marks})"
+            f"SELECT {key}, embedding FROM memories WHERE {key} IN ({marks})"
             " AND embedding_model = ? AND embedding IS NOT NULL",
-            (*ids, embedding_model),
+            (*values, embedding_model),
         )
         return {row[0]: row[1] for row in rows}
 
