@@ -237,7 +237,7 @@ class ModelManager:
             try:
                 need = await asyncio.to_thread(
                     estimate_memory_bytes,
-                    spec.path,
+                    self._warm_copy_if_present(spec.path),
                     options.n_ctx,
                     options.kv_cache_type,
                     options.parallel,
@@ -292,6 +292,18 @@ class ModelManager:
         await asyncio.to_thread(loaded.engine.close)
         self.unloads += 1
         log.info("unloaded %s", name)
+
+    def _warm_copy_if_present(self, path: Path) -> Path:
+        """The RAM copy of `path` when one is ready, so that reading its header for the memory
+        estimate does not pull the original back from disk."""
+        ramdisk = self._settings.ramdisk_path
+        if ramdisk is None:
+            return path
+        copy = ramdisk / path.name
+        try:
+            return copy if copy.stat().st_size == path.stat().st_size else path
+        except OSError:
+            return path
 
     def _warm_copy(self, path: Path) -> Path:
         """With ramdisk_path set, load from a copy kept in RAM so reloads skip the disk."""
