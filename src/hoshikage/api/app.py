@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from hoshikage import __version__
 from hoshikage.api.errors import ApiError, error_response, install_error_handlers
 from hoshikage.api.metrics import Metrics, MetricsMiddleware
-from hoshikage.api.service import InferenceService
+from hoshikage.api.service import InferenceService, Run
 from hoshikage.config import Settings
 from hoshikage.memory.bank import MemoryBank
 from hoshikage.memory.embedder import FunctionEmbedder, embedding_space
@@ -34,8 +34,11 @@ from hoshikage.store import Database, SessionStore
 log = logging.getLogger(__name__)
 
 OPEN_PATHS = frozenset({"/health"})  # reachable without an API key
-# Response headers a browser app may read (CORS): how much history was dropped, and the session.
-EXPOSED_HEADERS = ("X-Hoshikage-Dropped-Messages", "X-Session-Id", "Retry-After")
+DROPPED_HEADER = "X-Hoshikage-Dropped-Messages"  # older messages left out of the prompt
+SESSION_HEADER = "X-Session-Id"  # the session a turn was stored in
+MEMORIES_HEADER = "X-Hoshikage-Memories"  # ids of the memories put into the context
+# Response headers a browser app may read (CORS).
+EXPOSED_HEADERS = (DROPPED_HEADER, SESSION_HEADER, MEMORIES_HEADER, "Retry-After")
 
 
 @dataclass
@@ -82,6 +85,18 @@ def served_models(settings: Settings) -> dict[str, Path]:
             path = settings.model_aliases.get(configured, Path(configured)).expanduser()
             served.setdefault(path.stem, path)
     return served
+
+
+def run_headers(run: Run) -> dict[str, str]:
+    """What a chat's response headers say about its context, in either API."""
+    headers = {DROPPED_HEADER: str(run.dropped_messages)}
+    if run.session_id is not None:
+        headers[SESSION_HEADER] = run.session_id
+    if run.context is not None:
+        headers[MEMORIES_HEADER] = ",".join(str(m.id) for m in run.context.memories)
+    if run.dropped_messages:
+        log.info("dropped %d old messages to fit n_ctx %d", run.dropped_messages, run.n_ctx)
+    return headers
 
 
 def namespace_of(request: Request, user: str | None = None) -> str:

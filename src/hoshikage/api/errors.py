@@ -11,6 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hoshikage.engine import ContextOverflowError, EngineError
 from hoshikage.models.manager import ManagerError, OverloadedError, UnknownModelError
+from hoshikage.store import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,8 @@ def as_api_error(exc: Exception) -> ApiError:
         )
     if isinstance(exc, EngineError):
         return ApiError(400, str(exc))
+    if isinstance(exc, StoreError):  # a session name taken (by another key's session, say)
+        return ApiError(409, str(exc), param="session_id", code="session_conflict")
     log.error("unexpected error: %s", exc, exc_info=exc)
     return ApiError(500, "internal error; see the server log")
 
@@ -133,7 +136,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         return error_response(request, as_api_error(exc))
 
-    for kind in (ManagerError, EngineError):
+    for kind in (ManagerError, EngineError, StoreError):
 
         @app.exception_handler(kind)
         async def _known(request: Request, exc: Exception) -> JSONResponse:

@@ -8,17 +8,19 @@ answered as not found, never shown.
 from __future__ import annotations
 
 import asyncio
+import math
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from hoshikage.api.app import namespace_of, state_of
 from hoshikage.api.errors import ApiError
 from hoshikage.memory.bank import MemoryBank, memory_json
-from hoshikage.store import MemoryFilter
+from hoshikage.store import MemoryFilter, StoreError
+from hoshikage.store.sessions import owner_of
 
 router = APIRouter(prefix="/v1/memory", tags=["Memory"])
 
@@ -50,18 +52,23 @@ def _bank(request: Request) -> MemoryBank:
 
 
 def _time(value: str | None, name: str) -> float | None:
+    """Unix seconds from seconds or an ISO 8601 date/time; a 400 that says why otherwise."""
     if value is None:
         return None
     try:
-        return float(value)
+        seconds = float(value)
     except ValueError:
-        pass
-    try:
-        return datetime.fromisoformat(value).timestamp()
-    except ValueError:
-        raise ApiError(
-            400, f"{name}={value!r} is neither Unix seconds nor an ISO 8601 date", param=name
-        ) from None
+        try:
+            seconds = datetime.fromisoformat(value).timestamp()
+        except ValueError:
+            raise ApiError(
+                400, f"{name}={value!r} is neither Unix seconds nor an ISO 8601 date", param=name
+            ) from None
+        except (OverflowError, OSError):
+            raise ApiError(400, f"{name}={value!r} is out of range", param=name) from None
+    if not math.isfinite(seconds):
+        raise ApiError(400, f"{name}={value!r} is not a time", param=name)
+    return seconds
 
 
 def _filter(
@@ -88,6 +95,13 @@ class MemoryCreate(BaseModel):
     importance: float = Field(1.0, ge=0.0, le=1.0, description="0 … 1; ranks close matches.")
     session_id: str | None = Field(None, max_length=200, description="Tie it to a session.")
     user: str | None = Field(None, max_length=256, description="End user within the key.")
+
+    @field_validator("text")
+    @classmethod
+    def _not_blank(cls, text: str) -> str:
+        if not text.strip():
+            raise ValueError("text is blank: there is nothing to remember")
+        return text
 
 
 @router.get("/search", summary="Search memories by meaning and keywords")
@@ -137,20 +151,24 @@ async def add_memory(body: MemoryCreate, request: Request) -> dict[str, Any]:
         namespace_of(request, body.user),
         body.text,
         importance=body.importance,
-        session_id=await _known_session(request, body.session_id),
+        session_id=await _known_session(request, body.session_id, "session_id"),
     )
     return {"object": "memory", **memory_json(record)}
 
 
-async def _known_session(request: Request, reference: str | None) -> str | None:
+async def _known_session(
+    request: Request, reference: str | None, param: str = "session"
+) -> str | None:
+    """The id of a session of the caller's namespace, by id or name; 404 if there is none."""
     if reference is None:
         return None
     sessions = state_of(request).sessions
+    owner = owner_of(namespace_of(request))
     try:
-        return (await asyncio.to_thread(sessions.find, reference)).id
-    except Exception:
+        return (await asyncio.to_thread(sessions.find, reference, owner=owner)).id
+    except StoreError:
         raise ApiError(
-            404, f"no session {reference!r}", param="session_id", code="session_not_found"
+            404, f"no session {reference!r}", param=param, code="session_not_found"
         ) from None
 
 

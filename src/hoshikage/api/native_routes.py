@@ -17,12 +17,13 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from hoshikage import __version__
-from hoshikage.api.app import AppState, model_resolver, namespace_of, state_of
+from hoshikage.api.app import model_resolver, namespace_of, state_of
 from hoshikage.api.errors import ApiError
 from hoshikage.api.metrics import CONTENT_TYPE_LATEST
 from hoshikage.conversation.presets import PresetBook
 from hoshikage.models.manager import UnknownModelError
 from hoshikage.store import MessageRecord, SessionRecord, StoreError
+from hoshikage.store.sessions import owner_of
 from hoshikage.sysinfo import gpu_memory, peak_rss_bytes, rss_bytes
 
 log = logging.getLogger(__name__)
@@ -150,9 +151,12 @@ def _message_json(message: MessageRecord) -> dict[str, Any]:
     }
 
 
-async def _find_session(state: AppState, reference: str) -> SessionRecord:
+async def _find_session(request: Request, reference: str) -> SessionRecord:
+    """A session of the caller's namespace (another key's sessions are not found)."""
+    state = state_of(request)
+    owner = owner_of(namespace_of(request))
     try:
-        return await asyncio.to_thread(state.sessions.find, reference)
+        return await asyncio.to_thread(state.sessions.find, reference, owner=owner)
     except StoreError as exc:
         raise ApiError(404, str(exc), param="session", code="session_not_found") from None
 
@@ -161,7 +165,8 @@ async def _find_session(state: AppState, reference: str) -> SessionRecord:
 async def list_sessions(
     request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 50
 ) -> dict[str, Any]:
-    records = await asyncio.to_thread(state_of(request).sessions.recent, limit)
+    owner = owner_of(namespace_of(request))
+    records = await asyncio.to_thread(state_of(request).sessions.recent, limit, owner=owner)
     return {"object": "list", "data": [_session_json(record) for record in records]}
 
 
@@ -199,13 +204,13 @@ async def create_session(body: SessionCreate, request: Request) -> dict[str, Any
 
 @router.get("/v1/sessions/{reference}", summary="A session, by id, name or unique id prefix")
 async def get_session(reference: str, request: Request) -> dict[str, Any]:
-    return _session_json(await _find_session(state_of(request), reference))
+    return _session_json(await _find_session(request, reference))
 
 
 @router.delete("/v1/sessions/{reference}", summary="Delete a session and its messages")
 async def delete_session(reference: str, request: Request) -> dict[str, Any]:
     state = state_of(request)
-    record = await _find_session(state, reference)
+    record = await _find_session(request, reference)
     await asyncio.to_thread(state.sessions.delete, record.id)
     log.info("deleted session %s", record.label)
     return {"id": record.id, "object": "session.deleted", "deleted": True}
@@ -214,7 +219,7 @@ async def delete_session(reference: str, request: Request) -> dict[str, Any]:
 @router.get("/v1/sessions/{reference}/messages", summary="The messages of a session, in order")
 async def session_messages(reference: str, request: Request) -> dict[str, Any]:
     state = state_of(request)
-    record = await _find_session(state, reference)
+    record = await _find_session(request, reference)
     messages = await asyncio.to_thread(state.sessions.messages, record.id)
     return {
         "object": "list",

@@ -33,7 +33,15 @@ from pydantic import BaseModel, ValidationError
 from starlette.types import Receive, Scope, Send
 
 from hoshikage import __version__
-from hoshikage.api.app import AppState, model_resolver, namespace_of, served_models, state_of
+from hoshikage.api.app import (
+    SESSION_HEADER,
+    AppState,
+    model_resolver,
+    namespace_of,
+    run_headers,
+    served_models,
+    state_of,
+)
 from hoshikage.api.errors import ApiError
 from hoshikage.api.ollama_schemas import (
     IGNORED_OPTIONS,
@@ -92,8 +100,6 @@ log = logging.getLogger(__name__)
 router = APIRouter(tags=["Ollama API"])
 
 NDJSON = "application/x-ndjson"
-DROPPED_HEADER = "X-Hoshikage-Dropped-Messages"
-SESSION_HEADER = "X-Session-Id"
 # Ollama's `ps` shows a model kept loaded forever with an expiry centuries ahead; its CLI
 # prints "Forever" for anything more than 20 years away.
 _FOREVER = timedelta(days=365 * 100)
@@ -352,11 +358,7 @@ async def _answer(
     run = opened.run
     _note_num_ctx(body.options, run)
     load = _load_seconds(state, spec, clock)
-    headers = {}
-    if run.dropped_messages:
-        headers[DROPPED_HEADER] = str(run.dropped_messages)
-    if run.session_id:
-        headers[SESSION_HEADER] = run.session_id
+    headers = run_headers(run)
     if body.streaming:
         lines = _stream(state, opened, spec, body.model, shape, clock, load)
         return RunStream(lines, opened=opened, media_type=NDJSON, headers=headers)

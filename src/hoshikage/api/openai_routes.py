@@ -26,7 +26,13 @@ from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import JSONResponse
 
 from hoshikage import __version__
-from hoshikage.api.app import AppState, namespace_of, served_models, state_of
+from hoshikage.api.app import (
+    AppState,
+    namespace_of,
+    run_headers,
+    served_models,
+    state_of,
+)
 from hoshikage.api.errors import ApiError, as_api_error
 from hoshikage.api.openai_schemas import (
     BIAS_LIMIT,
@@ -47,9 +53,6 @@ log = logging.getLogger("hoshikage.api.openai")
 
 router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"])
 
-DROPPED_HEADER = "X-Hoshikage-Dropped-Messages"
-MEMORIES_HEADER = "X-Hoshikage-Memories"  # ids of the memories put into the context
-SESSION_HEADER = "X-Session-Id"
 FINGERPRINT = f"hoshikage-{__version__}"
 SSE_MEDIA_TYPE = "text/event-stream"
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -123,17 +126,6 @@ def _usage(finish: FinishEvent, run: Run, *, chat: bool) -> dict[str, Any]:
     if chat:
         usage["dropped_messages"] = run.dropped_messages
     return usage
-
-
-def _run_headers(run: Run) -> dict[str, str]:
-    headers = {DROPPED_HEADER: str(run.dropped_messages)}
-    if run.session_id is not None:
-        headers[SESSION_HEADER] = run.session_id
-    if run.context is not None:
-        headers[MEMORIES_HEADER] = ",".join(str(m.id) for m in run.context.memories)
-    if run.dropped_messages:
-        log.info("dropped %d old messages to fit n_ctx %d", run.dropped_messages, run.n_ctx)
-    return headers
 
 
 def _sse(payload: dict[str, Any] | str) -> str:
@@ -276,7 +268,7 @@ async def chat_completions(
     opened = await OpenedRun.open(request, state.service.chat(job))
     if opened is None:
         return client_gone()
-    headers = _run_headers(opened.run)
+    headers = run_headers(opened.run)
     if body.stream:
         reply = _Reply.new("chatcmpl", body.model, "chat.completion.chunk", body.include_usage)
 

@@ -31,6 +31,7 @@ from hoshikage.memory.indexer import MemoryIndexer
 from hoshikage.memory.setup import context_options, summary_options
 from hoshikage.models.manager import ModelManager
 from hoshikage.store import MemoryStore, NewMessage, SessionRecord, SessionStore, StoreError
+from hoshikage.store.sessions import owner_of
 
 log = logging.getLogger(__name__)
 
@@ -204,8 +205,8 @@ class InferenceService:
         assert reference is not None
 
         def find_or_create() -> SessionRecord:
-            try:
-                return self.sessions.find(reference)
+            try:  # only among the sessions of the request's own key
+                return self.sessions.find(reference, owner=owner_of(job.namespace))
             except StoreError:
                 return self.sessions.create(
                     model=job.model, name=reference, namespace=job.namespace

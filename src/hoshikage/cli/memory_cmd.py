@@ -38,6 +38,7 @@ SessionOpt = Annotated[
     str | None, typer.Option("--session", "-s", help="Only this session's (id or name).")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+SQLITE_MAX_INT = 2**63 - 1  # larger numbers cannot even be looked up
 
 
 @contextmanager
@@ -53,6 +54,8 @@ def _opened(
     database = Database(settings.database_path)
     try:
         yield SessionStore(database), memory_bank(settings, database, embedder)
+    except typer.Exit:  # a RuntimeError too: already reported by the command
+        raise
     except (StoreError, EngineError, RuntimeError) as exc:
         raise fail(console, str(exc)) from None
     finally:
@@ -79,10 +82,24 @@ def _table(records: list[tuple[MemoryRecord, float | None]]) -> Table:
     return table
 
 
+def _floor(bank: MemoryBank, min_score: float | None) -> float | None:
+    """The least score worth showing: the one a memory needs to enter a conversation."""
+    return bank.floor if min_score is None else min_score
+
+
 @memory_app.command("search")
 def search_command(
     query: Annotated[str, typer.Argument(help="What to look for.")],
     limit: Annotated[int, typer.Option(min=1, max=100, help="Results at most.")] = 10,
+    min_score: Annotated[
+        float | None,
+        typer.Option(
+            min=-1.0,
+            max=1.0,
+            help="Least score shown (default: what a memory needs to enter a conversation).",
+            show_default=False,
+        ),
+    ] = None,
     namespace: NamespaceOpt = "local",
     session: SessionOpt = None,
     as_json: JsonOpt = False,
@@ -93,7 +110,7 @@ def search_command(
     console = Console(highlight=False)
     with _opened(console, config_file, log_level) as (sessions, bank):
         where = MemoryFilter(namespace, session_id=_session_id(sessions, session))
-        hits = bank.search(query, where, limit=limit)
+        hits = bank.search(query, where, limit=limit, min_score=_floor(bank, min_score))
     if as_json:
         console.print_json(json.dumps({"mode": bank.mode, "data": [h.as_dict() for h in hits]}))
         return
@@ -106,7 +123,7 @@ def search_command(
 
 @memory_app.command("list")
 def list_command(
-    limit: Annotated[int, typer.Option(min=1, help="Memories at most.")] = 50,
+    limit: Annotated[int, typer.Option(min=1, max=SQLITE_MAX_INT, help="Memories at most.")] = 50,
     namespace: NamespaceOpt = "local",
     session: SessionOpt = None,
     as_json: JsonOpt = False,
@@ -133,7 +150,9 @@ def list_command(
 
 @memory_app.command("forget")
 def forget_command(
-    ids: Annotated[list[int] | None, typer.Argument(help="Memory ids to forget.")] = None,
+    ids: Annotated[
+        list[int] | None, typer.Argument(max=SQLITE_MAX_INT, help="Memory ids to forget.")
+    ] = None,
     namespace: NamespaceOpt = "local",
     session: SessionOpt = None,
     everything: Annotated[
@@ -159,6 +178,8 @@ def forget_command(
             where = MemoryFilter(namespace, session_id=_session_id(sessions, session))
             forgotten = bank.forget_where(where)
     console.print(f"Forgot {len(forgotten)} memories.")
+    if ids and len(forgotten) < len(set(ids)):
+        raise typer.Exit(1)  # like rm: asking to delete what is not there is an error
 
 
 @memory_app.command("reindex")

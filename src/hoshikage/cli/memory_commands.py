@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from hoshikage.cli.repl import ChatRepl
 
 RECALL_LIMIT = 10
+SQLITE_MAX_INT = 2**63 - 1  # no memory id is larger (nor can a larger one be looked up)
 
 
 def _bank(repl: ChatRepl) -> MemoryBank:
@@ -76,7 +77,8 @@ def _forget(repl: ChatRepl, argument: str) -> None:
         raise CommandError("Usage: /forget <id> [id …] (ids from /recall or /memory)") from None
     if not ids:
         raise CommandError("Usage: /forget <id> [id …] (ids from /recall or /memory)")
-    forgotten = _bank(repl).forget(repl.conversation.namespace, ids)
+    possible = [i for i in ids if 0 < i <= SQLITE_MAX_INT]
+    forgotten = _bank(repl).forget(repl.conversation.namespace, possible)
     missing = sorted(set(ids) - {record.id for record in forgotten})
     if forgotten:
         repl.console.print(f"Forgot {', '.join(f'#{r.id}' for r in forgotten)}.")
@@ -87,9 +89,9 @@ def _forget(repl: ChatRepl, argument: str) -> None:
 def _recall(repl: ChatRepl, argument: str) -> None:
     if not argument:
         raise CommandError("Usage: /recall <what to look for>")
-    hits = _bank(repl).search(
-        argument, MemoryFilter(namespace=repl.conversation.namespace), limit=RECALL_LIMIT
-    )
+    bank = _bank(repl)
+    where = MemoryFilter(namespace=repl.conversation.namespace)
+    hits = bank.search(argument, where, limit=RECALL_LIMIT, min_score=bank.floor)
     if not hits:
         repl.console.print("Nothing remembered about that.")
         return

@@ -22,7 +22,7 @@ from typing import Any
 from hoshikage.conversation.summary import ChatModel, HistoryMessage, Summarizer
 from hoshikage.engine import ChatMessage, ContextOverflowError, EngineError, SamplingParams
 from hoshikage.engine.window import fit_messages
-from hoshikage.memory.bank import KEYWORD_MIN_COVERAGE, MemoryBank, MemoryHit
+from hoshikage.memory.bank import MemoryBank, MemoryHit
 from hoshikage.store import MemoryFilter, SummaryRecord
 
 log = logging.getLogger(__name__)
@@ -36,13 +36,14 @@ SUMMARY_OVERHEAD = 32
 # next turns fit without writing the summary again (each rewrite costs a generation and
 # the prefix cache of the whole conversation).
 AGE_OUT_TARGET = 0.5
+# Memories searched per memory wanted: room to skip repeats and still fill top_k.
+SEARCH_WIDTH = 4
 
 
 @dataclass(frozen=True)
 class ContextOptions:
     memory: bool = True  # add relevant memories from other conversations
     top_k: int = 5
-    min_score: float = 0.25  # semantic mode (keyword mode: KEYWORD_MIN_COVERAGE)
     memory_tokens: int = 384  # the memory block's budget (and never over a third of the room)
     summaries: bool = True  # summarise turns that no longer fit (else they are dropped)
 
@@ -184,12 +185,12 @@ class ContextBuilder:
         room: int,
     ) -> tuple[list[UsedMemory], ChatMessage]:
         assert self._bank is not None
-        semantic = self._bank.mode == "semantic"
+        # Wider than top_k: repeats of what the window holds are skipped before the cut.
         hits = self._bank.search(
             newest.content,
             MemoryFilter(namespace=namespace, exclude_session=session_id),
-            limit=self.options.top_k,
-            min_score=self.options.min_score if semantic else KEYWORD_MIN_COVERAGE,
+            limit=self.options.top_k * SEARCH_WIDTH,
+            min_score=self._bank.floor,
         )
         # Nothing the window already holds, nor the question itself asked again.
         seen = {_normal(message.content) for message in history} | {_normal(newest.content)}
@@ -198,7 +199,7 @@ class ContextBuilder:
         spent = self._model.count_text_tokens(f"{MEMORY_HEADING}\n{MEMORY_END}\n\n")
         for hit in hits:
             key = _normal(hit.record.text)
-            if key in seen:
+            if key in seen or len(used) >= self.options.top_k:
                 continue
             line = _memory_line(hit)
             cost = self._model.count_text_tokens(line) + 1

@@ -38,7 +38,8 @@ class ChromaIndex:
         self._store = store
         self._space = space
         self._lock = threading.Lock()
-        self._synced: set[str] = set()  # namespaces brought in step with the store
+        # Per namespace, the store's (count, highest id) when Chroma was last in step with it.
+        self._synced: dict[str, tuple[int, int]] = {}
         self._collection = self._open_collection()
 
     @classmethod
@@ -80,11 +81,14 @@ class ChromaIndex:
     def add(self, namespace: str, entries: Sequence[VectorEntry]) -> None:
         with self._lock:
             self._upsert(namespace, entries)
+            if namespace in self._synced:  # in step still: these are the store's new rows
+                self._synced[namespace] = self._store.fingerprint(namespace, self._space)
 
     def remove(self, ids: Collection[int]) -> None:
         with self._lock:
             if ids:
                 self._collection.delete(ids=[str(i) for i in ids])
+                self._synced.clear()
 
     def clear(self) -> None:
         with self._lock:
@@ -110,7 +114,8 @@ class ChromaIndex:
     # --- keeping in step with the store ----------------------------------------------------
     def _sync(self, namespace: str) -> None:
         """Add what the store has and Chroma lacks; drop what the store no longer has."""
-        if namespace in self._synced:
+        fingerprint = self._store.fingerprint(namespace, self._space)
+        if self._synced.get(namespace) == fingerprint:
             return
         stored = self._store.vectors(namespace, self._space)
         present = set(self._collection.get(where={"namespace": namespace}, include=[])["ids"])
@@ -133,7 +138,7 @@ class ChromaIndex:
                 len(missing),
                 len(extra),
             )
-        self._synced.add(namespace)
+        self._synced[namespace] = fingerprint
 
     def _upsert(self, namespace: str, entries: Sequence[VectorEntry]) -> None:
         for start in range(0, len(entries), _BATCH):

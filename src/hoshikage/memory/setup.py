@@ -22,7 +22,6 @@ def context_options(settings: Settings) -> ContextOptions:
     return ContextOptions(
         memory=settings.memory,
         top_k=settings.memory_top_k,
-        min_score=settings.memory_min_score,
         memory_tokens=settings.memory_tokens,
         summaries=settings.summaries,
     )
@@ -55,7 +54,7 @@ def local_embedder(settings: Settings) -> EngineEmbedder | None:
 def memory_bank(settings: Settings, database: Database, embedder: Embedder | None) -> MemoryBank:
     store = MemoryStore(database)
     index = None if embedder is None else vector_index(settings, store, embedder.space)
-    return MemoryBank(store, embedder, index=index)
+    return MemoryBank(store, embedder, index=index, min_score=settings.memory_min_score)
 
 
 @dataclass

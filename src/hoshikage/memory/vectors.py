@@ -62,11 +62,18 @@ class _Space:
     times: npt.NDArray[np.float64]
     pending: list[VectorEntry] = field(default_factory=list)
 
+    @property
+    def fingerprint(self) -> tuple[int, int]:
+        return len(self.ids), int(self.ids.max()) if len(self.ids) else 0
+
     def consolidate(self) -> None:
         if not self.pending:
             return
-        new = self.pending
+        known = set(self.ids.tolist())  # a reload may already hold what is pending
+        new = [entry for entry in self.pending if entry.id not in known]
         self.pending = []
+        if not new:
+            return
         vectors = np.stack([entry.vector for entry in new]).astype(np.float32)
         self.matrix = vectors if self.matrix.size == 0 else np.vstack([self.matrix, vectors])
         self.ids = np.concatenate([self.ids, np.array([e.id for e in new], dtype=np.int64)])
@@ -84,7 +91,11 @@ class _Space:
 
 class NumpyIndex:
     """Exact cosine search (vectors are L2-normalised, so a dot product) over the store's
-    vectors of one embedding model. Thread-safe: the indexer adds while requests search."""
+    vectors of one embedding model. Thread-safe: the indexer adds while requests search.
+
+    Before each search the namespace's count and highest id in the store are compared with
+    the cache's: memories another process added (a terminal chat on the same store) or that a
+    cascade deleted (a deleted session) make it read the namespace again."""
 
     def __init__(self, store: MemoryStore, space: str) -> None:
         self._store = store
@@ -94,6 +105,10 @@ class NumpyIndex:
 
     def _loaded(self, namespace: str) -> _Space:
         space = self._spaces.get(namespace)
+        if space is not None:
+            space.consolidate()
+            if space.fingerprint != self._store.fingerprint(namespace, self._space):
+                space = None
         if space is None:
             stored = self._store.vectors(namespace, self._space)
             matrix = (

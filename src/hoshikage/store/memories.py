@@ -141,15 +141,20 @@ class MemoryStore:
         self._db = database
 
     # --- memories --------------------------------------------------------------------------
-    def add(self, memories: Sequence[NewMemory]) -> list[MemoryRecord]:
-        """Store memories and their keyword index entries in one transaction."""
-        records = []
+    def add(self, memories: Sequence[NewMemory]) -> list[MemoryRecord | None]:
+        """Store memories and their keyword index entries in one transaction; for each, its
+        record, or None where its message is remembered already or no longer exists."""
+        records: list[MemoryRecord | None] = []
         with self._db.transaction() as conn:
             for memory in memories:
+                # A message is remembered once, and only while it exists: another process
+                # may have remembered it, or its session been deleted, since it was read.
                 cursor = conn.execute(
                     "INSERT INTO memories (namespace, session_id, message_id, role, text,"
                     " created_at, importance, embedding, embedding_model)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9 WHERE ?3 IS NULL OR ("
+                    " EXISTS (SELECT 1 FROM messages WHERE id = ?3)"
+                    " AND NOT EXISTS (SELECT 1 FROM memories WHERE message_id = ?3))",
                     (
                         memory.namespace,
                         memory.session_id,
@@ -162,6 +167,9 @@ class MemoryStore:
                         memory.embedding_model,
                     ),
                 )
+                if cursor.rowcount == 0:
+                    records.append(None)
+                    continue
                 memory_id = int(cursor.lastrowid or 0)
                 conn.execute(
                     "INSERT INTO memories_fts (rowid, text) VALUES (?, ?)", (memory_id, memory.text)
@@ -239,6 +247,16 @@ class MemoryStore:
             session_ids=[row[2] for row in rows],
             created_at=[row[3] for row in rows],
         )
+
+    def fingerprint(self, namespace: str, embedding_model: str) -> tuple[int, int]:
+        """(count, highest id) of a namespace's vectors in a space: what a cached index of
+        them compares to notice memories added or deleted by another path or process."""
+        rows = self._db.query(
+            "SELECT COUNT(*), COALESCE(MAX(id), 0) FROM memories WHERE namespace = ?"
+            " AND embedding_model = ? AND embedding IS NOT NULL",
+            (namespace, embedding_model),
+        )
+        return int(rows[0][0]), int(rows[0][1])
 
     def vectors_of_messages(
         self, message_ids: Collection[int], embedding_model: str

@@ -112,16 +112,18 @@ class SessionStore:
             raise StoreError(f"no session with id {session_id}")
         return _session_from_row(rows[0])
 
-    def find(self, name_or_id: str) -> SessionRecord:
-        """A session by exact name, by id, or by a unique id prefix."""
+    def find(self, name_or_id: str, *, owner: str | None = None) -> SessionRecord:
+        """A session by exact name, by id, or by a unique id prefix; with `owner`, only
+        among the sessions of that namespace (and of its users)."""
+        mine, params = _owned(owner)
         rows = self._db.query(
-            _SESSION_SELECT + " WHERE s.name = ? OR s.id = ? GROUP BY s.id",
-            (name_or_id, name_or_id),
+            _SESSION_SELECT + f" WHERE (s.name = ? OR s.id = ?){mine} GROUP BY s.id",
+            (name_or_id, name_or_id, *params),
         )
         if not rows and len(name_or_id) >= 4:
             rows = self._db.query(
-                _SESSION_SELECT + " WHERE substr(s.id, 1, ?) = ? GROUP BY s.id",
-                (len(name_or_id), name_or_id),
+                _SESSION_SELECT + f" WHERE substr(s.id, 1, ?) = ?{mine} GROUP BY s.id",
+                (len(name_or_id), name_or_id, *params),
             )
         if not rows:
             raise StoreError(f"no saved session named {name_or_id!r} (see /sessions)")
@@ -133,10 +135,12 @@ class SessionStore:
         rows = self._db.query(_SESSION_SELECT + " WHERE s.name = ? GROUP BY s.id", (name,))
         return _session_from_row(rows[0]) if rows else None
 
-    def recent(self, limit: int = 50) -> list[SessionRecord]:
-        """Sessions, most recently updated first."""
+    def recent(self, limit: int = 50, *, owner: str | None = None) -> list[SessionRecord]:
+        """Sessions, most recently updated first; with `owner`, only that namespace's."""
+        mine, params = _owned(owner)
         rows = self._db.query(
-            _SESSION_SELECT + " GROUP BY s.id ORDER BY s.updated_at DESC LIMIT ?", (limit,)
+            _SESSION_SELECT + f" WHERE 1{mine} GROUP BY s.id ORDER BY s.updated_at DESC LIMIT ?",
+            (*params, limit),
         )
         return [_session_from_row(row) for row in rows]
 
@@ -231,6 +235,20 @@ _SESSION_SELECT = (
     "SELECT s.*, COUNT(m.id) AS message_count FROM sessions s"
     " LEFT JOIN messages m ON m.session_id = s.id"
 )
+
+
+def owner_of(namespace: str) -> str:
+    """Whose sessions a namespace may use: an API key's (or the local user's) namespace owns
+    its users' ones too ('key:ab12/user:bob' is owned by 'key:ab12')."""
+    return namespace.partition("/")[0]
+
+
+def _owned(owner: str | None) -> tuple[str, tuple[object, ...]]:
+    """An SQL condition (and its parameters) for sessions of `owner` and of its users."""
+    if owner is None:
+        return "", ()
+    prefix = owner + "/"
+    return " AND (s.namespace = ? OR substr(s.namespace, 1, ?) = ?)", (owner, len(prefix), prefix)
 
 
 def _message_from_row(row: sqlite3.Row) -> MessageRecord:
