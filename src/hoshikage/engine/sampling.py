@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import llama_cpp
+import numpy as np
 
 from hoshikage.engine.model import LlamaModel
 from hoshikage.engine.types import EngineError, SamplingParams
@@ -49,6 +50,10 @@ class Sampler:
             if not grammar:
                 raise EngineError("the grammar does not parse (GBNF with a 'root' rule expected)")
             self._add(grammar)
+        # Greedy with no grammar is the argmax of the logits: read in place with NumPy rather
+        # than copied into llama.cpp's candidate array of the whole vocabulary first.
+        self._n_vocab = n_vocab
+        self._argmax = params.greedy and params.grammar is None
         if params.greedy:
             self._add(llama_cpp.llama_sampler_init_greedy())
             return
@@ -75,13 +80,16 @@ class Sampler:
 
     def sample(self, context: llama_cpp.llama_context_p, logits_index: int) -> int:
         """Pick the next token from the logits at logits_index; the chain records it."""
-        if self._biases or self._penalties is not None:
-            logits = llama_cpp.llama_get_logits_ith(context, logits_index)
-            for token, bias in self._biases:  # llama.cpp's order: biases, then penalties
-                logits[token] += bias
-            if self._penalties is not None:
-                self._penalties.apply(logits)
-        token = int(llama_cpp.llama_sampler_sample(self._chain, context, logits_index))
+        logits = llama_cpp.llama_get_logits_ith(context, logits_index)
+        for token, bias in self._biases:  # llama.cpp's order: biases, then penalties
+            logits[token] += bias
+        if self._penalties is not None:
+            self._penalties.apply(logits)
+        if self._argmax:
+            # The first of equal maxima, as llama.cpp's greedy sampler takes.
+            token = int(np.ctypeslib.as_array(logits, shape=(self._n_vocab,)).argmax())
+        else:
+            token = int(llama_cpp.llama_sampler_sample(self._chain, context, logits_index))
         if self._penalties is not None:
             self._penalties.accept(token)
         return token
