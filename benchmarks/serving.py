@@ -54,7 +54,7 @@ import httpx
 import psutil
 
 from benchmarks.llama_build import LlamaBinaries, build_llama_tools
-from benchmarks.models import CACHE_DIR, PROJECT_ROOT, qwen_shaped_model
+from benchmarks.models import CACHE_DIR, LLAMA_CPP_AMX_GUARD, PROJECT_ROOT, qwen_shaped_model
 from hoshikage.models.gguf_info import read_gguf_info
 
 log = logging.getLogger("benchmarks.serving")
@@ -80,22 +80,14 @@ COLUMNS = (HOSHIKAGE, LLAMA_SERVER, LLAMA_CPP_PYTHON, LLAMA_BENCH)
 
 # Runs llama-cpp-python's server with the same AMX guard as Hoshikage and engine_speed.py's
 # anchor: where AMX crashes, no extra CPU buffer types (or the first request would kill it).
-LCP_SERVER_SCRIPT = r"""
-import runpy, sys
-import llama_cpp
-from hoshikage.engine.amx_probe import amx_is_broken
-
-if amx_is_broken():
-    default_params = llama_cpp.llama_model_default_params
-    def guarded_params():
-        params = default_params()
-        params.use_extra_bufts = False
-        return params
-    llama_cpp.llama_model_default_params = guarded_params
-    llama_cpp.llama_cpp.llama_model_default_params = guarded_params
+LCP_SERVER_SCRIPT = (
+    "import runpy, sys\n"
+    + LLAMA_CPP_AMX_GUARD
+    + """
 sys.argv = ["llama_cpp.server", *sys.argv[1:]]
 runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
 """
+)
 
 # Prints the model's end-of-generation token ids (llama-cpp-python's server has no ignore_eos:
 # they are banned through logit_bias instead). Vocabulary only: no weights, no compute.
