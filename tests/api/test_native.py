@@ -81,6 +81,27 @@ def test_sessions_create_list_get_delete(server: LiveServer) -> None:
     assert httpx.get(f"{url}/notes").status_code == 404
 
 
+def test_a_session_turn_that_is_not_a_question_is_sent_as_it_is(server: LiveServer) -> None:
+    """A client-sent history ending with the assistant (a prefill to continue) is neither
+    doubled nor given memories: the same prompt as without a session."""
+    messages = [
+        {"role": "system", "content": "Tell a story."},
+        {"role": "user", "content": "Once upon a time"},
+        {"role": "assistant", "content": "there was a"},
+    ]
+
+    def prompt_tokens(**extra: str) -> int:
+        body = {"model": STORIES, "messages": messages, "max_tokens": 2, "temperature": 0}
+        response = httpx.post(
+            server.url + "/v1/chat/completions", json={**body, **extra}, timeout=60
+        )
+        assert response.status_code == 200, response.text
+        tokens: int = response.json()["usage"]["prompt_tokens"]
+        return tokens
+
+    assert prompt_tokens(session_id="prefill-session") == prompt_tokens()
+
+
 def test_a_chat_with_a_session_is_stored_and_continued(
     server: LiveServer, openai_client: OpenAIFactory
 ) -> None:

@@ -135,9 +135,10 @@ class InferenceService:
             ]
         else:  # the client sent the whole history itself
             history = [HistoryMessage(m.role, m.content) for m in new[:-1]]
-        if not new or new[-1].role != "user":  # nothing to answer as a new turn: as sent
-            kept = [*(ChatMessage("system", text) for text in system), *job.messages]
-            return BuiltContext(kept, ContextReport(history_messages=len(job.messages)))
+        if not new or new[-1].role != "user":  # not a new question: the history as it is
+            heads = [ChatMessage("system", text) for text in system]
+            kept = [*heads, *(m.chat for m in history), *new[-1:]]
+            return BuiltContext(kept, ContextReport(history_messages=len(history)))
         builder = ContextBuilder(
             engine,
             bank=self.bank,
