@@ -74,16 +74,23 @@ def load_api_keys(settings: Settings) -> frozenset[str]:
     return frozenset(keys)
 
 
+def configured_models(settings: Settings) -> dict[str, Path]:
+    """The models the settings name to serve (`model`, `embedding_model`): name → file."""
+    return {
+        name: settings.model_aliases.get(name, Path(name)).expanduser()
+        for name in (settings.model, settings.embedding_model)
+        if name
+    }
+
+
 def served_models(settings: Settings) -> dict[str, Path]:
-    """Models the settings name, as listed to clients: the aliases, and the served model
-    (`settings.model`) by its file's stem."""
+    """Models the settings name, as listed to clients: the aliases, and the configured
+    models by their files' stems."""
     served: dict[str, Path] = {
         alias: path.expanduser() for alias, path in settings.model_aliases.items()
     }
-    for configured in (settings.model, settings.embedding_model):
-        if configured:
-            path = settings.model_aliases.get(configured, Path(configured)).expanduser()
-            served.setdefault(path.stem, path)
+    for path in configured_models(settings).values():
+        served.setdefault(path.stem, path)
     return served
 
 
@@ -151,10 +158,8 @@ def model_resolver(settings: Settings, registry: ModelRegistry) -> Callable[[str
     A client never names a path: only what the operator registered or configured is opened.
     """
     served = served_models(settings)
-    for configured in (settings.model, settings.embedding_model):
-        if configured:  # a configured model also answers to the name it was configured with
-            path = settings.model_aliases.get(configured, Path(configured)).expanduser()
-            served.setdefault(configured, path)
+    for name, path in configured_models(settings).items():
+        served.setdefault(name, path)  # also answers to the name it was configured with
 
     def resolve(name: str) -> ModelSpec:
         record = registry.find(name)

@@ -23,12 +23,12 @@ from typing import Any
 
 from hoshikage.config import Settings
 from hoshikage.conversation.chat import answer_message
-from hoshikage.conversation.context import BuiltContext, ContextBuilder, ContextReport
-from hoshikage.conversation.summary import HistoryMessage, Summarizer
+from hoshikage.conversation.context import BuiltContext, ContextReport
+from hoshikage.conversation.summary import HistoryMessage
 from hoshikage.engine import ChatMessage, EmbeddingResult, Engine, Generation, SamplingParams
 from hoshikage.memory.bank import MemoryBank
 from hoshikage.memory.indexer import MemoryIndexer
-from hoshikage.memory.setup import context_options, summary_options
+from hoshikage.memory.setup import context_builder
 from hoshikage.models.manager import ModelManager
 from hoshikage.store import MemoryStore, NewMessage, SessionRecord, SessionStore, StoreError
 from hoshikage.store.sessions import owner_of
@@ -139,14 +139,7 @@ class InferenceService:
             heads = [ChatMessage("system", text) for text in system]
             kept = [*heads, *(m.chat for m in history), *new[-1:]]
             return BuiltContext(kept, ContextReport(history_messages=len(history)))
-        builder = ContextBuilder(
-            engine,
-            bank=self.bank,
-            summarizer=Summarizer(
-                engine, self.summaries, self.bank, summary_options(self._settings)
-            ),
-            options=context_options(self._settings),
-        )
+        builder = context_builder(self._settings, engine, self.summaries, self.bank)
         return builder.build(
             system_prompt="\n\n".join(system) or session.system_prompt,
             history=history,

@@ -19,9 +19,8 @@ from hoshikage.config import Settings
 from hoshikage.conversation.chat import Conversation, Turn
 from hoshikage.conversation.context import ContextBuilder
 from hoshikage.conversation.presets import PresetBook
-from hoshikage.conversation.summary import Summarizer
 from hoshikage.engine import Engine, EngineError, Generation, TokenEvent
-from hoshikage.memory.setup import LocalMemory, context_options, summary_options
+from hoshikage.memory.setup import LocalMemory, context_builder
 from hoshikage.runtime import load_options, resolve_model, sampling_defaults
 from hoshikage.store import MemoryStore, SessionStore, StoreError
 from hoshikage.store.transfer import write_session_file
@@ -118,14 +117,7 @@ class ChatRepl:
         """What goes into the window for the next turn: memories, a summary, recent turns."""
         assert self.engine is not None
         bank = self.memory.bank if self.memory is not None else None
-        return ContextBuilder(
-            self.engine,
-            bank=bank,
-            summarizer=Summarizer(
-                self.engine, self.summaries, bank, summary_options(self.settings)
-            ),
-            options=context_options(self.settings),
-        )
+        return context_builder(self.settings, self.engine, self.summaries, bank)
 
     def unload_model(self) -> None:
         if self.engine is not None:

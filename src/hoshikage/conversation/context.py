@@ -248,8 +248,8 @@ class ContextBuilder:
         summary: SummaryRecord | None = previous
         updated = False
         cut = 0
-        if not self._fits(system, candidates, newest, room):
-            cut = self._first_fitting_cut(system, candidates, newest, int(room * AGE_OUT_TARGET))
+        if self._aged_out(system, candidates, newest, room):
+            cut = self._aged_out(system, candidates, newest, int(room * AGE_OUT_TARGET))
             aged = [m for m in history if (m.id or 0) <= covered] + candidates[:cut]
             try:
                 summary = summarizer.update(session_id, previous, aged, max_tokens=summary_tokens)
@@ -287,37 +287,22 @@ class ContextBuilder:
         report = ContextReport(used, use, kept_history, dropped, mode)
         return BuiltContext(kept, report)
 
-    def _fits(
+    def _aged_out(
         self,
         system: list[ChatMessage],
-        recent: Sequence[HistoryMessage],
-        newest: ChatMessage,
-        room: int,
-    ) -> bool:
-        messages = [*system, *(m.chat for m in recent), newest]
-        return self._model.count_chat_tokens(messages) <= room
-
-    def _first_fitting_cut(
-        self,
-        system: list[ChatMessage],
-        candidates: list[HistoryMessage],
+        candidates: Sequence[HistoryMessage],
         newest: ChatMessage,
         room: int,
     ) -> int:
-        """The earliest turn start from which the recent history fits in `room` tokens."""
-        cuts = [i for i, m in enumerate(candidates) if m.role == "user"] + [len(candidates)]
-
-        def fits(cut: int) -> bool:
-            return self._fits(system, candidates[cut:], newest, room)
-
-        low, high = 0, len(cuts) - 1  # keeping nothing always "fits": fit_messages checks
-        while low < high:
-            middle = (low + high) // 2
-            if fits(cuts[middle]):
-                high = middle
-            else:
-                low = middle + 1
-        return cuts[low]
+        """How many of the oldest candidates must go (whole turns) for the rest to fit."""
+        messages = [*system, *(m.chat for m in candidates), newest]
+        try:
+            _, dropped, _ = fit_messages(
+                messages, self._model.count_chat_tokens, room, n_ctx=self._model.n_ctx, reserved=0
+            )
+        except ContextOverflowError:  # not even with none of them: all go
+            return len(candidates)
+        return dropped
 
 
 def _memory_line(hit: MemoryHit) -> str:

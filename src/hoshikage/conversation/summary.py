@@ -179,8 +179,9 @@ class Summarizer:
         turns = group_turns([m for m in aged if m.id is not None and m.id > covered])
         prior = previous.text if previous else ""
         budget = self._excerpt_budget(prior, max_tokens)
-        turns = [self._within(turn, budget) for turn in turns]
-        sizes = [self._model.count_text_tokens(turn.excerpt()) + 2 for turn in turns]
+        fitted = [self._within(turn, budget) for turn in turns]
+        turns = [turn for turn, _ in fitted]
+        sizes = [size for _, size in fitted]
 
         def fits(indices: list[int]) -> bool:
             return sum(sizes[i] for i in indices) <= budget
@@ -192,9 +193,10 @@ class Summarizer:
             )
             method = "clusters"
         else:
-            chosen = []
-            for index in range(len(turns)):
-                if not fits([*chosen, index]):
+            chosen, total = [], 0
+            for index, size in enumerate(sizes):
+                total += size
+                if total > budget:
                     break
                 chosen.append(index)
             method = "oldest"
@@ -227,18 +229,24 @@ class Summarizer:
         around = self._model.count_chat_tokens(self._prompt(prior, "", max_tokens))
         return max(self._model.n_ctx - max_tokens - around - PROMPT_MARGIN, 32)
 
-    def _within(self, turn: AgedTurn, budget: int) -> AgedTurn:
-        """The turn, its messages shortened until its excerpt alone fits the budget."""
+    def _within(self, turn: AgedTurn, budget: int) -> tuple[AgedTurn, int]:
+        """The turn, its messages shortened until its excerpt alone fits the budget, and the
+        tokens its excerpt takes."""
         limit = EXCERPT_CHARS
-        while limit > 40 and self._model.count_text_tokens(turn.excerpt(limit)) + 2 > budget:
+        size = self._excerpt_tokens(turn, limit)
+        while limit > 40 and size > budget:
             limit = limit * 2 // 3
+            size = self._excerpt_tokens(turn, limit)
         if limit == EXCERPT_CHARS:
-            return turn
+            return turn, size
         shortened = tuple(
             HistoryMessage(m.role, _shorten(m.content, limit), m.id, m.remember)
             for m in turn.messages
         )
-        return AgedTurn(shortened)
+        return AgedTurn(shortened), size
+
+    def _excerpt_tokens(self, turn: AgedTurn, limit: int) -> int:
+        return self._model.count_text_tokens(turn.excerpt(limit)) + 2  # and the blank line
 
     def _turn_vectors(self, turns: Sequence[AgedTurn]) -> npt.NDArray[np.float32]:
         assert self._bank is not None
@@ -246,10 +254,10 @@ class Summarizer:
         vectors = self._bank.message_vectors(
             [m.id or 0 for m in messages], [m.content for m in messages]
         )
-        by_message = dict(zip((id(m) for m in messages), vectors, strict=True))
+        in_order = iter(vectors)
         rows = []
         for turn in turns:
-            mean = np.mean([by_message[id(m)] for m in turn.messages], axis=0)
+            mean = np.mean([next(in_order) for _ in turn.messages], axis=0)
             rows.append(mean / (np.linalg.norm(mean) or 1.0))
         return np.asarray(rows, dtype=np.float32)
 

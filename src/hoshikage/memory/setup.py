@@ -6,8 +6,8 @@ import logging
 from dataclasses import dataclass
 
 from hoshikage.config import Settings
-from hoshikage.conversation.context import ContextOptions
-from hoshikage.conversation.summary import SummaryOptions
+from hoshikage.conversation.context import ContextBuilder, ContextOptions
+from hoshikage.conversation.summary import ChatModel, Summarizer, SummaryOptions
 from hoshikage.memory.bank import MemoryBank
 from hoshikage.memory.embedder import Embedder, EngineEmbedder
 from hoshikage.memory.indexer import MemoryIndexer
@@ -16,6 +16,19 @@ from hoshikage.runtime import load_options, resolve_model
 from hoshikage.store import Database, MemoryStore
 
 log = logging.getLogger(__name__)
+
+
+def context_builder(
+    settings: Settings, model: ChatModel, summaries: MemoryStore, bank: MemoryBank | None
+) -> ContextBuilder:
+    """The context builder for a turn on `model`, as the settings configure it (the terminal
+    chat and the server build theirs here)."""
+    return ContextBuilder(
+        model,
+        bank=bank,
+        summarizer=Summarizer(model, summaries, bank, summary_options(settings)),
+        options=context_options(settings),
+    )
 
 
 def context_options(settings: Settings) -> ContextOptions:

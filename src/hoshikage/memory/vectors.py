@@ -8,7 +8,7 @@ then kept up to date incrementally as memories are added and forgotten.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -171,5 +171,7 @@ def _mask(space: _Space, where: MemoryFilter) -> npt.NDArray[np.bool_] | None:
         conditions.append(space.times <= where.until)
     if not conditions:
         return None
-    combined: Callable[..., npt.NDArray[np.bool_]] = np.logical_and.reduce
-    return combined(conditions)
+    mask = conditions[0]
+    for condition in conditions[1:]:
+        mask = mask & condition
+    return mask

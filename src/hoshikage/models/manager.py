@@ -296,28 +296,34 @@ class ModelManager:
     def _warm_copy_if_present(self, path: Path) -> Path:
         """The RAM copy of `path` when one is ready, so that reading its header for the memory
         estimate does not pull the original back from disk."""
-        ramdisk = self._settings.ramdisk_path
-        if ramdisk is None:
-            return path
-        copy = ramdisk / path.name
-        try:
-            return copy if copy.stat().st_size == path.stat().st_size else path
-        except OSError:
-            return path
+        copy = self._ready_copy(path)
+        return path if copy is None else copy
 
     def _warm_copy(self, path: Path) -> Path:
         """With ramdisk_path set, load from a copy kept in RAM so reloads skip the disk."""
         ramdisk = self._settings.ramdisk_path
         if ramdisk is None:
             return path
-        copy = ramdisk / path.name
-        if not copy.exists() or copy.stat().st_size != path.stat().st_size:
+        copy = self._ready_copy(path)
+        if copy is None:
+            copy = ramdisk / path.name
             ramdisk.mkdir(parents=True, exist_ok=True)
             partial = copy.with_name(copy.name + ".partial")
             shutil.copyfile(path, partial)
             partial.replace(copy)
             log.info("copied %s to the warm cache %s", path.name, ramdisk)
         return copy
+
+    def _ready_copy(self, path: Path) -> Path | None:
+        """The complete copy of `path` in the warm cache, if there is one."""
+        ramdisk = self._settings.ramdisk_path
+        if ramdisk is None:
+            return None
+        copy = ramdisk / path.name
+        try:
+            return copy if copy.stat().st_size == path.stat().st_size else None
+        except OSError:
+            return None
 
     async def _reap_forever(self) -> None:
         while not self._closing:
