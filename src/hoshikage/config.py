@@ -180,6 +180,11 @@ class Settings(BaseSettings):
         default_factory=list, description="Bearer keys the server accepts (none: no auth)."
     )
     api_key_file: Path | None = Field(None, description="File with one API key per line.")
+    admin_api_keys: list[str] = Field(
+        default_factory=list,
+        description="Bearer keys that may also change models (pull, delete, copy, unload); "
+        "plain keys may only use them. Setting one turns auth on.",
+    )
     cors_origins: list[str] = Field(
         default_factory=list, description="Browser origins allowed to call the API."
     )

@@ -60,7 +60,7 @@ def test_penalties_match_llama_cpp(
     # Repeats, and more tokens than the window: the oldest must stop counting.
     history = [chooser.randrange(30) for _ in range(3 * last_n + 5)]
     logits = [chooser.uniform(-8, 8) for _ in range(VOCAB)]
-    penalties = Penalties(params)
+    penalties = Penalties(params, last_n)
     for token in history:
         penalties.accept(token)
     ours = (ctypes.c_float * VOCAB)(*logits)

@@ -34,6 +34,9 @@ from hoshikage.store import Database, SessionStore
 log = logging.getLogger(__name__)
 
 OPEN_PATHS = frozenset({"/health"})  # reachable without an API key
+# Routes that change the models every key uses: with keys set, only an admin key may call
+# them (routes that change models only for some bodies call require_admin themselves).
+ADMIN_PATHS = frozenset({"/api/pull", "/api/delete", "/api/copy", "/api/create", "/api/push"})
 DROPPED_HEADER = "X-Hoshikage-Dropped-Messages"  # older messages left out of the prompt
 SESSION_HEADER = "X-Session-Id"  # the session a turn was stored in
 MEMORIES_HEADER = "X-Hoshikage-Memories"  # ids of the memories put into the context
@@ -51,7 +54,8 @@ class AppState:
     registry: ModelRegistry
     manager: ModelManager
     service: InferenceService
-    api_keys: frozenset[str]
+    api_keys: frozenset[str]  # every key accepted, admin keys included
+    admin_api_keys: frozenset[str]  # keys that may also change models
     metrics: Metrics  # routes of every API report finished generations here
     bank: MemoryBank | None = None  # None: memory is switched off
     started_at: float = field(default_factory=time.time)
@@ -210,7 +214,8 @@ def create_app(settings: Settings) -> FastAPI:
         registry=registry,
         manager=manager,
         service=service,
-        api_keys=load_api_keys(settings),
+        api_keys=load_api_keys(settings) | frozenset(settings.admin_api_keys),
+        admin_api_keys=frozenset(settings.admin_api_keys),
         metrics=Metrics(manager, service),
         bank=service.bank,
     )
@@ -303,6 +308,38 @@ class RequestBodies:
         await self.app(scope, receive_within_limit, send)
 
 
+def _matching_key(request: Request, keys: frozenset[str]) -> str | None:
+    """The configured key the request's bearer token is, compared in constant time.
+
+    Bytes, not str: compare_digest refuses non-ASCII text. Headers arrive decoded as
+    Latin-1, so encoding back gives the bytes the client sent, to match a key's UTF-8.
+    """
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    sent = token.strip().encode("latin-1")
+    found = None
+    for key in keys:  # every key is compared, so the time does not say which one matched
+        if hmac.compare_digest(sent, key.encode("utf-8")):
+            found = key
+    return found
+
+
+def admin_required(what: str) -> ApiError:
+    return ApiError(
+        403,
+        f"{what} changes the models every key uses: it needs an admin API key "
+        "(admin_api_keys / --admin-api-key)",
+        code="admin_key_required",
+    )
+
+
+def require_admin(request: Request, what: str) -> None:
+    """Refuse a model-changing request from a plain key (no keys at all: everyone may)."""
+    if state_of(request).api_keys and not getattr(request.state, "admin", False):
+        raise admin_required(what)
+
+
 def _include_routes(app: FastAPI) -> None:
     from hoshikage.api import memory_routes, native_routes, ollama_routes, openai_routes
 
@@ -319,12 +356,10 @@ def _install_guards(app: FastAPI, state: AppState) -> None:
     async def guard(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
-        if state.api_keys and request.url.path not in OPEN_PATHS and request.method != "OPTIONS":
-            header = request.headers.get("authorization", "")
-            scheme, _, token = header.partition(" ")
-            if scheme.lower() != "bearer" or not any(
-                hmac.compare_digest(token.strip(), key) for key in state.api_keys
-            ):
+        path = request.url.path
+        if state.api_keys and path not in OPEN_PATHS and request.method != "OPTIONS":
+            key = _matching_key(request, state.api_keys)
+            if key is None:
                 return error_response(
                     request,
                     ApiError(
@@ -334,6 +369,9 @@ def _install_guards(app: FastAPI, state: AppState) -> None:
                         headers={"WWW-Authenticate": "Bearer"},
                     ),
                 )
+            request.state.admin = key in state.admin_api_keys
+            if path in ADMIN_PATHS and not request.state.admin:
+                return error_response(request, admin_required(path))
         length = request.headers.get("content-length")
         if (
             length is not None

@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from hoshikage.engine import ContextOverflowError, EngineError
+from hoshikage.engine import ContextOverflowError, EngineError, EngineUnavailableError
 from hoshikage.models.manager import ManagerError, OverloadedError, UnknownModelError
 from hoshikage.store import StoreError
 
@@ -99,8 +99,12 @@ def as_api_error(exc: Exception) -> ApiError:
             code="context_length_exceeded",
             details={"n_prompt_tokens": exc.n_prompt_tokens, "n_ctx": exc.n_ctx},
         )
+    if isinstance(exc, EngineUnavailableError):  # the engine stopped; it is being reloaded
+        return ApiError(503, str(exc), code="engine_unavailable", headers={"Retry-After": "1"})
     if isinstance(exc, EngineError):
         return ApiError(400, str(exc))
+    if isinstance(exc, RecursionError):  # JSON or a schema nested deeper than can be read
+        return ApiError(400, "the request is nested too deeply")
     if isinstance(exc, StoreError):  # a session name taken (by another key's session, say)
         return ApiError(409, str(exc), param="session_id", code="session_conflict")
     log.error("unexpected error: %s", exc, exc_info=exc)
@@ -136,7 +140,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         return error_response(request, as_api_error(exc))
 
-    for kind in (ManagerError, EngineError, StoreError):
+    for kind in (ManagerError, EngineError, StoreError, RecursionError):
 
         @app.exception_handler(kind)
         async def _known(request: Request, exc: Exception) -> JSONResponse:

@@ -14,9 +14,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from hoshikage.api.app import namespace_of, state_of
+from hoshikage.api.bounds import CheckedBody
 from hoshikage.api.errors import ApiError
 from hoshikage.memory.bank import MemoryBank, memory_json
 from hoshikage.store import MemoryFilter, StoreError
@@ -86,7 +87,7 @@ def _filter(
     )
 
 
-class MemoryCreate(BaseModel):
+class MemoryCreate(CheckedBody):
     """POST /v1/memory: a fact to remember, added by hand."""
 
     model_config = ConfigDict(extra="forbid")

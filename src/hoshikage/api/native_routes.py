@@ -14,10 +14,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from hoshikage import __version__
 from hoshikage.api.app import model_resolver, namespace_of, state_of
+from hoshikage.api.bounds import CheckedBody
 from hoshikage.api.errors import ApiError
 from hoshikage.api.metrics import CONTENT_TYPE_LATEST
 from hoshikage.conversation.presets import PresetBook
@@ -34,10 +35,17 @@ router = APIRouter(tags=["Hoshikage"])
 # --- health and status ------------------------------------------------------------------------
 @router.get("/health", summary="Liveness and readiness (no API key needed)")
 async def health(request: Request) -> JSONResponse:
-    """200 `{"status": "ok"}` while serving; 503 `{"status": "starting"}` before that."""
-    if state_of(request).ready:
-        return JSONResponse({"status": "ok"})
-    return JSONResponse({"status": "starting"}, status_code=503)
+    """200 `{"status": "ok"}` while serving; 503 `{"status": "starting"}` before that, and 503
+    `{"status": "degraded", "models": {name: why}}` while a model whose engine stopped is
+    reloaded (or could not be)."""
+    state = state_of(request)
+    if not state.ready:
+        return JSONResponse({"status": "starting"}, status_code=503)
+    if state.manager.failures:
+        return JSONResponse(
+            {"status": "degraded", "models": dict(state.manager.failures)}, status_code=503
+        )
+    return JSONResponse({"status": "ok"})
 
 
 @router.get("/v1/status", summary="Loaded models, queues and memory")
@@ -69,7 +77,11 @@ async def status(request: Request) -> dict[str, Any]:
         for model in loaded
     ]
     return {
-        "status": "ok" if state.ready else "starting",
+        "status": "starting"
+        if not state.ready
+        else ("degraded" if state.manager.failures else "ok"),
+        "unavailable_models": dict(state.manager.failures),
+        "engine_recoveries": state.manager.recoveries,
         "version": __version__,
         "uptime_s": round(now - state.started_at, 3),
         "models": models,
@@ -106,7 +118,7 @@ async def metrics(request: Request) -> Response:
 
 
 # --- sessions ---------------------------------------------------------------------------------
-class SessionCreate(BaseModel):
+class SessionCreate(CheckedBody):
     """POST /v1/sessions."""
 
     model_config = ConfigDict(extra="forbid")

@@ -38,10 +38,12 @@ from hoshikage.api.app import (
     AppState,
     model_resolver,
     namespace_of,
+    require_admin,
     run_headers,
     served_models,
     state_of,
 )
+from hoshikage.api.bounds import InvalidTextError, check_request_text
 from hoshikage.api.errors import ApiError
 from hoshikage.api.ollama_schemas import (
     IGNORED_OPTIONS,
@@ -103,9 +105,6 @@ NDJSON = "application/x-ndjson"
 # Ollama's `ps` shows a model kept loaded forever with an expiry centuries ahead; its CLI
 # prints "Forever" for anything more than 20 years away.
 _FOREVER = timedelta(days=365 * 100)
-# repeat_last_n -1 means "the whole context"; when the context is the model's own (n_ctx 0)
-# its size is unknown before loading, so look back this far.
-_WHOLE_CONTEXT_FALLBACK = 4096
 
 B = TypeVar("B", bound=BaseModel)
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -149,8 +148,14 @@ async def _parse(request: Request, model: type[B]) -> B:
         data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"invalid JSON in the request body: {exc}") from None
+    except RecursionError:
+        raise ApiError(400, "invalid JSON in the request body: nested too deeply") from None
     if not isinstance(data, dict):
         raise ApiError(400, "the request body must be a JSON object")
+    try:
+        check_request_text(data)
+    except InvalidTextError as exc:
+        raise ApiError(400, str(exc)) from None
     try:
         body = model.model_validate(data)
     except ValidationError as exc:
@@ -196,8 +201,12 @@ class _Clock:
 
 
 def _timestamp(seconds: float | None = None) -> str:
-    """RFC 3339 in UTC, as Go writes time.Time into JSON."""
-    moment = datetime.fromtimestamp(time.time() if seconds is None else seconds, timezone.utc)
+    """RFC 3339 in UTC, as Go writes time.Time into JSON; a moment past what a timestamp can
+    hold (a deadline centuries away) is written as the far future Ollama shows for ever."""
+    try:
+        moment = datetime.fromtimestamp(time.time() if seconds is None else seconds, timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        moment = datetime.now(timezone.utc) + _FOREVER
     return moment.isoformat().replace("+00:00", "Z")
 
 
@@ -268,13 +277,11 @@ def _sampling(settings: Settings, options: Options | None, fmt: Format) -> Sampl
             "repeat_penalty",
             "presence_penalty",
             "frequency_penalty",
+            "repeat_last_n",  # -1, the whole context, is the engine's to resolve
         ):
             value = getattr(options, name)
             if value is not None:
                 changes[name] = value
-        if options.repeat_last_n is not None:
-            whole = settings.n_ctx or _WHOLE_CONTEXT_FALLBACK
-            changes["repeat_last_n"] = whole if options.repeat_last_n < 0 else options.repeat_last_n
         if options.seed is not None:
             changes["seed"] = options.seed if options.seed >= 0 else None
         if options.num_predict is not None:
@@ -408,10 +415,12 @@ async def _stream(
 
 
 async def _load_or_unload(
-    state: AppState, body: GenerationRequest, spec: ModelSpec, shape: _Shape
+    request: Request, body: GenerationRequest, spec: ModelSpec, shape: _Shape
 ) -> Response:
+    state = state_of(request)
     """Ollama's empty request: load the model and keep it, or with keep_alive 0 unload it."""
     if body.keep_alive == 0:
+        require_admin(request, "unloading a model")
         await state.manager.unload(body.model)
         reason = "unload"
     else:
@@ -461,7 +470,7 @@ async def chat(request: Request) -> Response:
     spec = _resolve(state, body.model)
     shape = _Shape(chat=True)
     if not messages:
-        return await _load_or_unload(state, body, spec, shape)
+        return await _load_or_unload(request, body, spec, shape)
     job = ChatJob(
         model=body.model,
         messages=[ChatMessage(message.role, message.content or "") for message in messages],
@@ -503,7 +512,7 @@ async def generate(request: Request) -> Response:
     spec = _resolve(state, body.model)
     shape = _Shape(chat=False)
     if not body.prompt:
-        return await _load_or_unload(state, body, spec, shape)
+        return await _load_or_unload(request, body, spec, shape)
     params = _sampling(state.settings, body.options, body.format)
     session = request.headers.get(SESSION_HEADER) or body.session_id
     opened: contextlib.AbstractAsyncContextManager[Run]
@@ -585,7 +594,15 @@ async def embed(request: Request) -> JSONResponse:
     _require_embedding(spec, body.model)
     if not any(texts) and len(texts) <= 1:  # "" or []: Ollama loads the model and stops
         await state.manager.load(body.model, keep_alive=body.keep_alive)
-        return JSONResponse({"model": body.model, "embeddings": []})
+        return JSONResponse(
+            {
+                "model": body.model,
+                "embeddings": [],
+                "total_duration": _ns(clock.elapsed()),
+                "load_duration": _ns(_load_seconds(state, spec, clock)),
+                "prompt_eval_count": 0,
+            }
+        )
     result = await _embed(
         state, body.model, texts, keep_alive=body.keep_alive, truncate=body.truncate is not False
     )
@@ -744,10 +761,10 @@ async def ps(request: Request) -> JSONResponse:
         except (GgufError, OSError) as exc:
             log.warning("cannot describe the loaded model %s: %s", status.name, exc)
             digest, details = "", {"format": "gguf"}
-        expires = (
-            _timestamp(status.expires_at)
+        expires = _timestamp(
+            status.expires_at
             if status.expires_at is not None
-            else (datetime.now(timezone.utc) + _FOREVER).isoformat().replace("+00:00", "Z")
+            else time.time() + _FOREVER.total_seconds()
         )
         # Estimated bytes of weights and KV cache; on a GPU backend they live in its memory
         # (a hybrid split is not measured, so it counts as system memory).
@@ -869,7 +886,7 @@ def _pull_status(message: str) -> int:
         return 404
     if "already taken" in lowered or "split gguf" in lowered or "gated" in lowered:
         return 400
-    return 500
+    return 502  # the hub or the network failed: not this server's fault, nor the client's
 
 
 def _pull_alias(text: str, reference: hub.HubReference) -> str | None:

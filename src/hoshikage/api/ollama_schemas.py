@@ -7,7 +7,7 @@ and clients written for newer Ollama versions send some.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -18,7 +18,24 @@ from pydantic import (
     model_validator,
 )
 
-from hoshikage.config import Duration
+from hoshikage.api.bounds import (
+    ContextTokens,
+    Dimensions,
+    KeepAlive,
+    MinP,
+    NumPredict,
+    Penalty,
+    RepeatLastN,
+    RepeatPenalty,
+    Seed,
+    StopList,
+    Temperature,
+    TokenId,
+    TopK,
+    TopP,
+)
+
+T = TypeVar("T")
 
 # What GET /api/version reports: tools compare it against the Ollama release that added a
 # feature (structured outputs came in 0.5.0), and everything up to this one is implemented.
@@ -80,8 +97,7 @@ def _texts(value: Any) -> Any:
     raise ValueError("input must be a string or a list of strings")
 
 
-Int = Annotated[int, BeforeValidator(_integral)]
-KeepAlive = Duration | None
+Whole = Annotated[T, BeforeValidator(_integral)]  # a bounded int that may come as 5.0
 Format = Annotated[Literal["", "json"] | dict[str, Any] | None, BeforeValidator(_format)]
 Texts = Annotated[str | list[str], BeforeValidator(_texts)]
 
@@ -118,21 +134,19 @@ class ModelRequest(OllamaBody):
 class Options(OllamaBody):
     """Sampling options; load-time ones come from the server settings."""
 
-    temperature: float | None = Field(None, ge=0.0, le=5.0)
-    top_p: float | None = Field(None, ge=0.0, le=1.0)
-    top_k: Int | None = Field(None, ge=0)
-    min_p: float | None = Field(None, ge=0.0, le=1.0)
-    repeat_penalty: float | None = Field(None, gt=0.0, le=5.0)
-    repeat_last_n: Int | None = Field(None, ge=-1, description="-1: the whole context.")
-    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
-    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
-    seed: Int | None = Field(None, description="Negative: a random seed.")
-    num_predict: Int | None = Field(
-        None, ge=-2, description="Most tokens to generate; -1: no limit, -2: fill the context."
-    )
-    stop: list[str] | None = None
-    num_ctx: Int | None = Field(
-        None, ge=1, description="Noted only: the context size is a server setting."
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
+    top_k: Whole[TopK] | None = None
+    min_p: MinP | None = None
+    repeat_penalty: RepeatPenalty | None = None
+    repeat_last_n: Whole[RepeatLastN] | None = None
+    presence_penalty: Penalty | None = None
+    frequency_penalty: Penalty | None = None
+    seed: Whole[Seed] | None = Field(None, description="Negative: a random seed.")
+    num_predict: Whole[NumPredict] | None = None
+    stop: StopList | None = None
+    num_ctx: Whole[ContextTokens] | None = Field(
+        None, description="Noted only: the context size is a server setting."
     )
 
     @field_validator("stop")
@@ -158,9 +172,7 @@ class GenerationRequest(ModelRequest):
     stream: bool | None = Field(None, description="Stream NDJSON lines (default true).")
     format: Format = Field(None, description='"json", or a JSON schema the output must match.')
     options: Options | None = None
-    keep_alive: KeepAlive = Field(
-        None, description="Seconds or a duration ('5m'); 0 unloads after, negative: forever."
-    )
+    keep_alive: KeepAlive | None = None
     think: bool | Literal["high", "medium", "low"] | None = None
 
     @property
@@ -188,7 +200,7 @@ class GenerateRequest(GenerationRequest):
     system: str | None = None
     suffix: str | None = None
     template: str | None = None
-    context: list[Int] | None = None
+    context: list[Whole[TokenId]] | None = Field(None, max_length=1 << 20)
     raw: bool | None = Field(None, description="Send the prompt as is, without the template.")
     images: list[str] | None = None
     session_id: str | None = Field(
@@ -207,14 +219,14 @@ class EmbedRequest(ModelRequest):
         None, description="Cut inputs longer than the model's window (default true)."
     )
     options: Options | None = None
-    keep_alive: KeepAlive = None
-    dimensions: Int | None = Field(None, ge=1)
+    keep_alive: KeepAlive | None = None
+    dimensions: Whole[Dimensions] | None = None
 
 
 class EmbeddingsRequest(ModelRequest):
     prompt: str | None = None
     options: Options | None = None
-    keep_alive: KeepAlive = None
+    keep_alive: KeepAlive | None = None
 
 
 class PullRequest(ModelRequest):

@@ -33,9 +33,9 @@ from hoshikage.api.app import (
     served_models,
     state_of,
 )
+from hoshikage.api.bounds import BIAS_LIMIT
 from hoshikage.api.errors import ApiError, as_api_error
 from hoshikage.api.openai_schemas import (
-    BIAS_LIMIT,
     ChatCompletionRequest,
     CompletionRequest,
     EmbeddingRequest,

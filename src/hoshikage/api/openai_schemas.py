@@ -13,15 +13,29 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from hoshikage.config import Duration
+from hoshikage.api.bounds import (
+    BIAS_LIMIT,
+    MAX_LOGIT_BIASES,
+    CheckedBody,
+    Dimensions,
+    KeepAlive,
+    MaxTokens,
+    MinP,
+    OneOrMoreStops,
+    Penalty,
+    RepeatLastN,
+    RepeatPenalty,
+    Seed,
+    Temperature,
+    TopK,
+    TopP,
+)
 from hoshikage.engine import ChatMessage
 from hoshikage.engine.types import Role
 
 log = logging.getLogger("hoshikage.api.openai")
 
-MAX_STOP_STRINGS = 16  # OpenAI allows 4; llama.cpp any number: be generous, but bounded
 MAX_EMBEDDING_INPUTS = 2048  # OpenAI's own limit per request
-BIAS_LIMIT = 100.0
 
 
 def unsupported(message: str, **context: Any) -> PydanticCustomError:
@@ -29,10 +43,10 @@ def unsupported(message: str, **context: Any) -> PydanticCustomError:
     return PydanticCustomError("unsupported", message, context)
 
 
-class OpenAIRequest(BaseModel):
+class OpenAIRequest(CheckedBody):
     """Base of every request body: unknown fields are logged and ignored."""
 
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, allow_inf_nan=False)
 
     # OpenAI fields accepted without effect here (no warning: they change nothing visible).
     accepted_without_effect: ClassVar[frozenset[str]] = frozenset(
@@ -113,23 +127,21 @@ class SamplingFields(OpenAIRequest):
     )
     stream: bool = Field(False, description="Stream the answer as server-sent events.")
     stream_options: StreamOptions | None = None
-    max_tokens: int | None = Field(
-        None, ge=1, description="Most tokens to generate (default: until done or context full)."
+    max_tokens: MaxTokens | None = Field(
+        None, description="Most tokens to generate (default: until done or context full)."
     )
-    temperature: float | None = Field(
-        None, ge=0.0, le=2.0, description="Sampling temperature; 0 is greedy (default: server's)."
-    )
-    top_p: float | None = Field(None, ge=0.0, le=1.0, description="Nucleus sampling threshold.")
-    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
-    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
+    presence_penalty: Penalty | None = None
+    frequency_penalty: Penalty | None = None
     logit_bias: dict[str, float] | None = Field(
         None,
-        description="Token id (as a string) to a bias from -100 to 100; -100 bans the token.",
+        max_length=MAX_LOGIT_BIASES,
+        description=f"Token id (as a string) to a bias from -100 to 100; -100 bans the token "
+        f"(at most {MAX_LOGIT_BIASES} entries).",
     )
-    seed: int | None = Field(None, description="Sampling seed: the same seed, the same answer.")
-    stop: str | list[str] | None = Field(
-        None, description=f"Up to {MAX_STOP_STRINGS} strings that end the answer (not shown)."
-    )
+    seed: Seed | None = None
+    stop: OneOrMoreStops | None = None
     user: str | None = Field(
         None,
         max_length=256,
@@ -138,21 +150,13 @@ class SamplingFields(OpenAIRequest):
     )
     n: int | None = Field(None, description="Choices to return; only 1 is supported.")
     # llama.cpp extras
-    top_k: int | None = Field(None, ge=0, description="llama.cpp: keep the k likeliest tokens.")
-    min_p: float | None = Field(None, ge=0.0, le=1.0, description="llama.cpp: min-p filter.")
-    repeat_penalty: float | None = Field(
-        None, gt=0.0, le=5.0, description="llama.cpp: penalty for repeated tokens (1 = off)."
-    )
-    repeat_last_n: int | None = Field(
-        None, ge=0, description="llama.cpp: tokens the repeat penalty looks back over."
-    )
+    top_k: TopK | None = None
+    min_p: MinP | None = None
+    repeat_penalty: RepeatPenalty | None = None
+    repeat_last_n: RepeatLastN | None = None
     ignore_eos: bool = Field(False, description="llama.cpp: keep generating past end-of-text.")
     # Hoshikage extras
-    keep_alive: Duration | None = Field(
-        None,
-        description="Hoshikage: how long the model stays loaded after this request: seconds "
-        "or a duration ('5m'); negative keeps it loaded.",
-    )
+    keep_alive: KeepAlive | None = None
     response_format: ResponseFormat | None = None
 
     @field_validator("n")
@@ -165,24 +169,13 @@ class SamplingFields(OpenAIRequest):
             )
         return value
 
-    @field_validator("stop")
-    @classmethod
-    def _stop(cls, value: str | list[str] | None) -> str | list[str] | None:
-        if isinstance(value, list) and len(value) > MAX_STOP_STRINGS:
-            raise unsupported(
-                "at most {limit} stop strings are accepted, not {count}",
-                limit=MAX_STOP_STRINGS,
-                count=len(value),
-            )
-        return value
-
     @field_validator("logit_bias")
     @classmethod
     def _logit_bias(cls, value: dict[str, float] | None) -> dict[str, float] | None:
         for key, bias in (value or {}).items():
             if not key.strip().isdigit() or int(key) >= 2**31:
                 raise unsupported(
-                    "logit_bias keys are token ids (non-negative integers), not {key!r}",
+                    "logit_bias keys are token ids (non-negative integers), not '{key}'",
                     key=key[:40],
                 )
             if not -BIAS_LIMIT <= bias <= BIAS_LIMIT:
@@ -195,8 +188,7 @@ class SamplingFields(OpenAIRequest):
         """The stop strings given (empty ones dropped), or None when none were given."""
         if self.stop is None:
             return None
-        items = [self.stop] if isinstance(self.stop, str) else self.stop
-        return [item for item in items if item]
+        return [item for item in self.stop if item]
 
     @property
     def include_usage(self) -> bool:
@@ -279,8 +271,8 @@ class ChatCompletionRequest(SamplingFields):
     """POST /v1/chat/completions."""
 
     messages: list[ChatMessageIn] = Field(min_length=1, description="The conversation so far.")
-    max_completion_tokens: int | None = Field(
-        None, ge=1, description="Most tokens to generate; wins over max_tokens."
+    max_completion_tokens: MaxTokens | None = Field(
+        None, description="Most tokens to generate; wins over max_tokens."
     )
     logprobs: bool | None = Field(None, description="Not supported; false or absent only.")
     top_logprobs: int | None = Field(None, description="Not supported.")
@@ -435,13 +427,11 @@ class EmbeddingRequest(OpenAIRequest):
     encoding_format: Literal["float", "base64"] = Field(
         "float", description="float: lists of numbers; base64: little-endian float32 bytes."
     )
-    dimensions: int | None = Field(
-        None, ge=1, description="Only the model's own dimension (no shortening)."
+    dimensions: Dimensions | None = Field(
+        None, description="Only the model's own dimension (no shortening)."
     )
     user: str | None = Field(None, max_length=256)
-    keep_alive: Duration | None = Field(
-        None, description="Hoshikage: how long the model stays loaded (seconds or '5m')."
-    )
+    keep_alive: KeepAlive | None = None
 
     @field_validator("input")
     @classmethod

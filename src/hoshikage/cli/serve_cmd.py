@@ -61,6 +61,15 @@ ApiKeyOpt = Annotated[
         show_default=False,
     ),
 ]
+AdminKeyOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--admin-api-key",
+        help="Accept this Bearer key for model management too: pull, delete, copy, unload "
+        "(repeatable).",
+        show_default=False,
+    ),
+]
 ApiKeyFileOpt = Annotated[
     Path | None, typer.Option(help="File with one API key per line.", show_default=False)
 ]
@@ -91,6 +100,7 @@ def serve(
     config_file: ConfigOpt = None,
     api_key: ApiKeyOpt = None,
     api_key_file: ApiKeyFileOpt = None,
+    admin_api_key: AdminKeyOpt = None,
     cors_origin: CorsOpt = None,
     keep_alive: KeepAliveOpt = None,
     max_loaded_models: Annotated[
@@ -170,6 +180,7 @@ def serve(
 
     console = Console(highlight=False)
     flags["api_keys"] = api_key or None
+    flags["admin_api_keys"] = admin_api_key or None
     flags["cors_origins"] = cors_origin or None
     settings = settings_from_flags(console, flags)
     _configure_uvicorn_logging(settings.log_level)

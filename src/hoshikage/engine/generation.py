@@ -7,7 +7,14 @@ import queue
 import threading
 from collections.abc import AsyncIterator, Iterator
 
-from hoshikage.engine.types import EngineError, ErrorEvent, Event, FinishEvent, TokenEvent
+from hoshikage.engine.types import (
+    EngineError,
+    EngineUnavailableError,
+    ErrorEvent,
+    Event,
+    FinishEvent,
+    TokenEvent,
+)
 
 
 class Generation:
@@ -56,7 +63,7 @@ class Generation:
 
     def _accept(self, event: Event) -> Event:
         if isinstance(event, ErrorEvent):
-            raise EngineError(event.message)
+            raise (EngineUnavailableError if event.unavailable else EngineError)(event.message)
         if isinstance(event, TokenEvent):
             self.text_parts.append(event.text)
         elif isinstance(event, FinishEvent):

@@ -126,7 +126,10 @@ class LlamaModel:
     def tokenize(
         self, text: str, *, add_special: bool = True, parse_special: bool = True
     ) -> list[int]:
-        data = text.encode("utf-8")
+        try:
+            data = text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: the API refuses these at its edge
+            raise EngineError("the text is not valid Unicode (it holds a lone surrogate)") from None
         capacity = len(data) + 8
         tokens = (llama_cpp.llama_token * capacity)()
         count = llama_cpp.llama_tokenize(

@@ -27,9 +27,10 @@ class Sampler:
     Each sequence gets its own chain, so its seed, penalties and history are its own.
     """
 
-    def __init__(self, params: SamplingParams, model: LlamaModel) -> None:
+    def __init__(self, params: SamplingParams, model: LlamaModel, n_ctx: int) -> None:
         n_vocab = model.n_vocab
-        self.seed = params.seed if params.seed is not None else secrets.randbits(31)
+        # llama.cpp reads the seed as a uint32: any integer maps into that range.
+        self.seed = params.seed % 2**32 if params.seed is not None else secrets.randbits(31)
         chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
         self._chain = chain
         biases = list(params.logit_bias)
@@ -42,7 +43,8 @@ class Sampler:
             or params.frequency_penalty != 0.0
             or params.presence_penalty != 0.0
         )
-        self._penalties = Penalties(params) if penalised and params.repeat_last_n != 0 else None
+        window = repeat_window(params.repeat_last_n, n_ctx)
+        self._penalties = Penalties(params, window) if penalised and window else None
         if params.grammar is not None:
             grammar = llama_cpp.llama_sampler_init_grammar(
                 model.vocab, params.grammar.encode("utf-8"), b"root"
@@ -75,7 +77,7 @@ class Sampler:
         Only the penalties: a grammar fed the prompt would think the answer had begun.
         """
         if self._penalties is not None:
-            for token in tokens:
+            for token in tokens[-self._penalties.window :]:
                 self._penalties.accept(token)
 
     def sample(self, context: llama_cpp.llama_context_p, logits_index: int) -> int:
@@ -100,15 +102,22 @@ class Sampler:
             self._chain = None
 
 
+def repeat_window(repeat_last_n: int, n_ctx: int) -> int:
+    """Tokens the penalties look back over: -1 (or any negative) is the whole window, and no
+    request looks further back than its context holds."""
+    return n_ctx if repeat_last_n < 0 else min(repeat_last_n, n_ctx)
+
+
 class Penalties:
-    """Repetition, frequency and presence penalties over the last `repeat_last_n` tokens,
+    """Repetition, frequency and presence penalties over the last `window` tokens,
     with llama.cpp's arithmetic (penalties.apply in llama-sampler.cpp)."""
 
-    def __init__(self, params: SamplingParams) -> None:
+    def __init__(self, params: SamplingParams, window: int) -> None:
         self._repeat = params.repeat_penalty
         self._frequency = params.frequency_penalty
         self._presence = params.presence_penalty
-        self._window: collections.deque[int] = collections.deque(maxlen=params.repeat_last_n)
+        self.window = window
+        self._window: collections.deque[int] = collections.deque(maxlen=window)
         self._counts: collections.Counter[int] = collections.Counter()
 
     def accept(self, token: int) -> None:

@@ -39,6 +39,7 @@ from hoshikage.engine.types import (
     ContextOverflowError,
     EmbeddingResult,
     EngineError,
+    EngineUnavailableError,
     ErrorEvent,
     FinishEvent,
     FinishReason,
@@ -213,7 +214,9 @@ class Scheduler:
         self._n_embd = int(llama_cpp.llama_model_n_embd_out(model.pointer))
         self._jobs: collections.deque[_Job | _EmbedJob] = collections.deque()
         self._wakeup = threading.Condition()
-        self._closing = False
+        self._closing = False  # no new requests; the thread ends
+        self._closed = False  # close() was called
+        self.failure: str | None = None  # why the engine thread stopped, if it did
         self._thread = threading.Thread(target=self._run, name="hoshikage-engine", daemon=True)
         self._thread.start()
 
@@ -222,7 +225,7 @@ class Scheduler:
         handle = Generation()
         with self._wakeup:
             if self._closing:
-                raise EngineError("the engine is shut down")
+                raise EngineUnavailableError(self.failure or "the engine is shut down")
             self._jobs.append(_Job(prompt, params, handle, time.perf_counter()))
             self._wakeup.notify()
         return handle
@@ -232,10 +235,15 @@ class Scheduler:
         result: Future[EmbeddingResult] = Future()
         with self._wakeup:
             if self._closing:
-                raise EngineError("the engine is shut down")
+                raise EngineUnavailableError(self.failure or "the engine is shut down")
             self._jobs.append(_EmbedJob(inputs, result))
             self._wakeup.notify()
         return result
+
+    @property
+    def alive(self) -> bool:
+        """False once the engine thread has stopped for any reason but close()."""
+        return self.failure is None and (self._thread.is_alive() or self._closed)
 
     @property
     def n_slots(self) -> int:
@@ -261,9 +269,9 @@ class Scheduler:
     def close(self) -> None:
         """Stop the thread (ending every request as cancelled) and free the context."""
         with self._wakeup:
-            if self._closing:
+            if self._closed:
                 return
-            self._closing = True
+            self._closed = self._closing = True
             self._wakeup.notify_all()
         self._thread.join()
         llama_cpp.llama_batch_free(self._batch)
@@ -271,6 +279,14 @@ class Scheduler:
 
     # --- engine thread -------------------------------------------------------------------
     def _run(self) -> None:
+        try:
+            self._serve()
+        except BaseException as exc:  # the thread is ending: tell everyone who waits
+            self.failure = f"the engine thread stopped: {type(exc).__name__}: {exc}"
+            log.critical("%s", self.failure, exc_info=exc)
+            self._abandon_everything(self.failure)
+
+    def _serve(self) -> None:
         while True:
             with self._wakeup:
                 while not self._jobs and not self.busy and not self._closing:
@@ -315,8 +331,20 @@ class Scheduler:
             if not free:
                 break
             self._jobs.popleft()
-            self._start(job, free)
+            try:
+                self._start(job, free)
+            except Exception as exc:  # this request cannot start; the others go on
+                log.error("a request could not start: %s", exc, exc_info=exc)
+                self._refuse(job, f"the request could not start: {exc}")
         return embeddings
+
+    def _refuse(self, job: _Job, message: str) -> None:
+        """End a job that failed while being admitted, freeing the slot it may hold."""
+        for slot in self._slots:
+            if slot.job is job:
+                self._release(slot)
+                slot.cached.clear()  # its KV may be half-written
+        job.handle.push(ErrorEvent(message))
 
     def _start(self, job: _Job, free: list[_Slot]) -> None:
         tokens = job.prompt.tokens
@@ -333,12 +361,11 @@ class Scheduler:
             llama_cpp.llama_memory_seq_rm(self._memory, slot.seq, -1, -1)
         del slot.cached[keep:]
         try:
-            sampler = Sampler(job.params, self._model)
+            sampler = Sampler(job.params, self._model, self.n_ctx)
         except EngineError as exc:
             job.handle.push(ErrorEvent(str(exc)))
             return
-        repeat_window = job.params.repeat_last_n
-        sampler.remember(tokens[-repeat_window:] if repeat_window else [])
+        sampler.remember(tokens)
         slot.job, slot.sampler = job, sampler
         slot.pending = tokens[keep:]
         slot.reused = keep
@@ -513,6 +540,23 @@ class Scheduler:
                 slot.job.handle.push(ErrorEvent(message))
                 self._release(slot)
         self._forget_cache()
+
+    def _abandon_everything(self, message: str) -> None:
+        """End every running and queued request with a 503-kind error (the thread is dying)."""
+        with self._wakeup:
+            self._closing = True  # submit() now refuses
+            jobs = list(self._jobs)
+            self._jobs.clear()
+        for slot in self._slots:
+            if slot.job is not None:
+                slot.job.handle.push(ErrorEvent(message, unavailable=True))
+                slot.job = None
+        for job in jobs:
+            if isinstance(job, _EmbedJob):
+                if not job.result.done():
+                    job.result.set_exception(EngineUnavailableError(message))
+            else:
+                job.handle.push(ErrorEvent(message, unavailable=True))
 
     def _serve_embeddings(self, jobs: list[_EmbedJob]) -> None:
         """Embed every input of these jobs, as many inputs per decode as fit, in order."""

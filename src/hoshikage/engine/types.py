@@ -22,6 +22,10 @@ class BackendUnavailableError(EngineError):
     """The requested GPU backend is not compiled into this llama.cpp build."""
 
 
+class EngineUnavailableError(EngineError):
+    """The engine's thread has stopped: nothing it held will finish. The model is reloaded."""
+
+
 class ContextOverflowError(EngineError):
     """A prompt cannot fit the context window even after dropping history."""
 
@@ -116,6 +120,7 @@ class FinishEvent:
 @dataclass(frozen=True)
 class ErrorEvent:
     message: str
+    unavailable: bool = False  # the engine stopped (not this request's fault): a 503
 
 
 Event = TokenEvent | FinishEvent | ErrorEvent

@@ -34,12 +34,14 @@ from huggingface_hub import (
 from huggingface_hub.errors import (
     GatedRepoError,
     HfHubHTTPError,
+    HFValidationError,
     OfflineModeIsEnabled,
     RemoteEntryNotFoundError,
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
 from huggingface_hub.utils._headers import build_hf_headers  # not re-exported for mypy
+from huggingface_hub.utils._validators import validate_repo_id  # not re-exported for mypy
 
 from hoshikage.models.registry import ModelRecord, ModelRegistry, RegistryError, normalize_name
 
@@ -140,7 +142,17 @@ def parse_reference(ref: str) -> HubReference:
             "<owner>/<repo>:<quantisation> "
             "(for example bartowski/Qwen2.5-0.5B-Instruct-GGUF:Q4_K_M)"
         )
+    _check_repo_id(ref, repo_id)
     return HubReference(repo_id=repo_id, quant=quant or None, revision=revision or None)
+
+
+def _check_repo_id(ref: str, repo_id: str) -> None:
+    """The hub's own rules for repository names ('..' and '--' are refused, for one), checked
+    here so that a bad name is the caller's error, not a failed download."""
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as exc:
+        raise RegistryError(f"cannot read the model reference {ref!r}: {exc}") from None
 
 
 def _parse_file_reference(ref: str, text: str) -> HubReference:
@@ -157,6 +169,7 @@ def _parse_file_reference(ref: str, text: str) -> HubReference:
         raise RegistryError(f"cannot read the model reference {ref!r}")
     if not filename.lower().endswith(".gguf"):
         raise RegistryError(f"{ref!r} does not name a .gguf file; Hoshikage runs GGUF models only")
+    _check_repo_id(ref, repo_id)
     return HubReference(repo_id=repo_id, filename=filename, revision=revision or None)
 
 

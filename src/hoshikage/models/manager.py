@@ -23,11 +23,13 @@ from pathlib import Path
 import psutil
 
 from hoshikage.config import Settings
-from hoshikage.engine import Engine, EngineError
+from hoshikage.engine import Engine, EngineError, EngineUnavailableError
 from hoshikage.models.gguf_info import GgufError, estimate_memory_bytes
 from hoshikage.runtime import load_options
 
 log = logging.getLogger(__name__)
+
+HEALTH_CHECK_S = 1.0  # how often the reaper looks for engines whose thread has stopped
 
 
 class ManagerError(Exception):
@@ -113,6 +115,9 @@ class ModelManager:
         self._closing = False
         self.loads = 0
         self.unloads = 0
+        self.recoveries = 0  # engines replaced after their thread stopped
+        # Models whose engine stopped: being reloaded, or whose reload failed (for /health).
+        self.failures: dict[str, str] = {}
 
     # --- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -141,6 +146,8 @@ class ModelManager:
             kind = "an embedding model" if spec.embedding else "a text generation model"
             raise WrongModelKindError(f"model {name!r} is {kind}")
         loaded = await self._ensure_loaded(spec)
+        if not loaded.engine.scheduler.alive:
+            loaded = await self._recover(spec)
         slots = loaded.engine.scheduler.n_slots
         if loaded.active >= slots + self._settings.max_queue:
             raise OverloadedError(
@@ -189,6 +196,27 @@ class ModelManager:
         spec = self._resolve(name)
         loaded = await self._ensure_loaded(spec)
         self._schedule_expiry(loaded, keep_alive)
+
+    async def _recover(self, spec: ModelSpec) -> _Loaded:
+        """Replace an engine whose thread stopped with a fresh load of the same model.
+
+        The dead engine has already failed its requests (503). While the reload runs, and if
+        it fails, `failures` names the model, so /health and /v1/status can say so.
+        """
+        dead = self._loaded.get(spec.name)
+        if dead is not None and not dead.engine.scheduler.alive:
+            reason = dead.engine.scheduler.failure or "the engine thread stopped"
+            self.failures[spec.name] = f"reloading: {reason}"
+            log.error("model %s: %s; reloading it", spec.name, reason)
+            self.recoveries += 1
+            await self._unload(spec.name)
+        try:
+            loaded = await self._ensure_loaded(spec)
+        except ManagerError as exc:
+            self.failures[spec.name] = f"reload failed: {exc}"
+            raise EngineUnavailableError(f"model {spec.name!r} is unavailable: {exc}") from exc
+        self.failures.pop(spec.name, None)
+        return loaded
 
     # --- status --------------------------------------------------------------------------
     def status(self) -> list[LoadedModelStatus]:
@@ -259,6 +287,7 @@ class ModelManager:
                 expires_at=None,
             )
             self._loaded[spec.name] = loaded
+            self.failures.pop(spec.name, None)
             self.loads += 1
             log.info("loaded %s in %.2fs", spec.name, engine.info.load_seconds)
             return loaded
@@ -328,6 +357,9 @@ class ModelManager:
     async def _reap_forever(self) -> None:
         while not self._closing:
             self._wake_reaper.clear()  # before looking, so no wake-up in between is lost
+            for loaded in list(self._loaded.values()):
+                if not loaded.engine.scheduler.alive:
+                    await self._recover(loaded.spec)
             now = time.monotonic()
             for name, loaded in list(self._loaded.items()):
                 expires = loaded.expires_at
@@ -335,5 +367,7 @@ class ModelManager:
                     await self._unload(name)
             pending = [m.expires_at for m in self._loaded.values() if m.expires_at is not None]
             timeout = max(min(pending) - time.monotonic(), 0.0) if pending else None
+            # Look at the engines' health at least this often, even with nothing to expire.
+            timeout = HEALTH_CHECK_S if timeout is None else min(timeout, HEALTH_CHECK_S)
             with contextlib.suppress(asyncio.TimeoutError):  # not the builtin on 3.10
                 await asyncio.wait_for(self._wake_reaper.wait(), timeout)
