@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hoshikage.store import Database
+from hoshikage.store import Database, StoreError
 from hoshikage.store.migrations import MIGRATIONS
 
 
@@ -119,3 +119,45 @@ def test_foreign_key_enforced(database: Database) -> None:
             "INSERT INTO messages (session_id, role, content, created_at)"
             " VALUES ('no-such-session', 'user', 'x', 1)"
         )
+
+
+def test_migrations_run_without_foreign_keys_but_may_not_break_them(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A migration that leaves a dangling reference is rolled back, with every other one of
+    the same open, and the file stays as it was."""
+    Database(db_path).close()
+    dangling = (
+        "9999_dangling",
+        "INSERT INTO messages (session_id, role, content, created_at)"
+        " VALUES ('no-such-session', 'user', 'x', 1)",
+    )
+    monkeypatch.setattr("hoshikage.store.database.MIGRATIONS", (*MIGRATIONS, dangling))
+    with pytest.raises(StoreError, match="broke 1 foreign key reference"):
+        Database(db_path)
+    monkeypatch.undo()
+    database = Database(db_path)
+    try:
+        assert database.applied_migrations() == [name for name, _ in MIGRATIONS]
+        assert database.query("SELECT COUNT(*) FROM messages")[0][0] == 0
+        assert database.query("PRAGMA foreign_keys")[0][0] == 1
+    finally:
+        database.close()
+
+
+def test_session_names_are_unique_per_owner_in_the_schema(database: Database) -> None:
+    insert = (
+        "INSERT INTO sessions (id, name, created_at, updated_at, namespace) VALUES (?, ?, 1, 1, ?)"
+    )
+    with database.transaction() as conn:
+        conn.execute(insert, ("1", "work", "key:a"))
+        conn.execute(insert, ("2", "work", "key:b"))
+        conn.execute(insert, ("3", "work", "local"))
+        conn.execute(insert, ("4", None, "key:a"))
+        conn.execute(insert, ("5", None, "key:a"))
+    for namespace in ("key:a", "key:a/user:bob"):
+        with (
+            pytest.raises(sqlite3.IntegrityError, match="sessions_name_per_owner"),
+            database.transaction() as conn,
+        ):
+            conn.execute(insert, ("6", "work", namespace))

@@ -1,4 +1,5 @@
-"""Sessions and messages: create/find/rename/update/list/append/delete, atomicity, durability."""
+"""Sessions and messages: create/find/rename/update/list/append/delete, atomicity, durability,
+names unique per owner (and the migration that made them so)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from hoshikage.store import Database, NewMessage, SessionStore, StoreError
+from hoshikage.store import Database, NewMessage, SessionNameTaken, SessionStore, StoreError
+from hoshikage.store.migrations import MIGRATIONS
 
 
 @pytest.fixture
@@ -325,6 +327,298 @@ def test_deleted_name_can_be_reused(store: SessionStore) -> None:
     assert store.create(name="again").name == "again"
 
 
+# --- names are unique per owner -----------------------------------------------------------------
+
+KEY_A = "key:aaaaaaaaaaaaaaaa"
+KEY_B = "key:bbbbbbbbbbbbbbbb"
+
+
+def test_two_owners_may_each_have_a_session_of_the_same_name(store: SessionStore) -> None:
+    mine = store.create(name="work", namespace=KEY_A)
+    theirs = store.create(name="work", namespace=KEY_B)
+    local = store.create(name="work")
+    assert len({mine.id, theirs.id, local.id}) == 3
+    assert store.find("work", owner=KEY_A).id == mine.id
+    assert store.find("work", owner=KEY_B).id == theirs.id
+    assert store.find("work", owner="local").id == local.id
+    assert [s.id for s in store.recent(owner=KEY_B)] == [theirs.id]
+
+
+def test_within_one_owner_a_duplicate_name_is_refused(store: SessionStore) -> None:
+    store.create(name="work", namespace=KEY_A)
+    with pytest.raises(SessionNameTaken, match="'work' already exists"):
+        store.create(name="work", namespace=KEY_A)
+    # The owner's users share its names: its sessions are found by name from any of them.
+    with pytest.raises(SessionNameTaken, match="'work' already exists"):
+        store.create(name="work", namespace=f"{KEY_A}/user:bob")
+    assert len(store.recent(owner=KEY_A)) == 1
+
+
+def test_a_name_taken_by_an_owners_user_is_taken_for_the_owner(store: SessionStore) -> None:
+    bobs = store.create(name="diary", namespace=f"{KEY_A}/user:bob")
+    with pytest.raises(SessionNameTaken):
+        store.create(name="diary", namespace=KEY_A)
+    with pytest.raises(SessionNameTaken):
+        store.create(name="diary", namespace=f"{KEY_A}/user:alice")
+    assert store.find("diary", owner=KEY_A).id == bobs.id
+    assert store.create(name="diary", namespace=f"{KEY_B}/user:bob").name == "diary"
+
+
+def test_a_name_clash_is_a_store_error_for_existing_callers(store: SessionStore) -> None:
+    store.create(name="work", namespace=KEY_A)
+    with pytest.raises(StoreError):  # what the API turns into 409
+        store.create(name="work", namespace=KEY_A)
+
+
+def test_rename_is_scoped_to_the_sessions_owner(store: SessionStore) -> None:
+    store.create(name="work", namespace=KEY_A)
+    theirs = store.create(name="play", namespace=KEY_B)
+    assert store.rename(theirs.id, "work").name == "work"  # A's name is no obstacle
+    other = store.create(name="other", namespace=KEY_B)
+    with pytest.raises(SessionNameTaken, match="'work' already exists; pick another name"):
+        store.rename(other.id, "work")
+    assert store.get(other.id).name == "other"
+    users = store.create(name="u", namespace=f"{KEY_B}/user:carol")
+    with pytest.raises(SessionNameTaken):
+        store.rename(users.id, "work")
+
+
+def test_rename_of_a_missing_session(store: SessionStore) -> None:
+    with pytest.raises(StoreError, match="no session with id nope"):
+        store.rename("nope", "name")
+
+
+def test_named_is_scoped_to_an_owner_and_defaults_to_the_local_user(store: SessionStore) -> None:
+    mine = store.create(name="work", namespace=KEY_A)
+    assert store.named("work") is None  # the default owner is the local user, not everyone
+    assert store.named("work", owner=KEY_B) is None
+    assert store.named("work", owner=KEY_A) == mine
+    local = store.create(name="work")
+    assert store.named("work") == local
+    users = store.create(name="notes", namespace=f"{KEY_A}/user:bob")
+    assert store.named("notes", owner=KEY_A) == users
+
+
+def test_find_never_crosses_owners(store: SessionStore) -> None:
+    mine = store.create(name="work", namespace=KEY_A)
+    with pytest.raises(StoreError, match="no saved session"):
+        store.find("work", owner=KEY_B)
+    with pytest.raises(StoreError, match="no saved session"):
+        store.find(mine.id, owner=KEY_B)
+    with pytest.raises(StoreError, match="no saved session"):
+        store.find(mine.id[:8], owner=KEY_B)
+
+
+def test_unscoped_find_refuses_a_name_several_owners_use(store: SessionStore) -> None:
+    mine = store.create(name="work", namespace=KEY_A)
+    assert store.find("work").id == mine.id  # only one so far
+    theirs = store.create(name="work", namespace=KEY_B)
+    with pytest.raises(StoreError, match="'work' names several sessions; use the session's id"):
+        store.find("work")
+    assert store.find(theirs.id).id == theirs.id
+
+
+def test_the_index_refuses_a_clash_the_check_missed(
+    store: SessionStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The unique (owner, name) index holds even for a writer that skipped the check."""
+    store.create(name="work", namespace=KEY_A)
+    monkeypatch.setattr(SessionStore, "_ensure_name_free", staticmethod(lambda *_: None))
+    with pytest.raises(SessionNameTaken, match="'work' already exists"):
+        store.create(name="work", namespace=f"{KEY_A}/user:bob")
+    other = store.create(name="other", namespace=KEY_A)
+    with pytest.raises(SessionNameTaken, match="'work' already exists"):
+        store.rename(other.id, "work")
+    assert store.create(name="work", namespace=KEY_B).name == "work"
+    assert [s.name for s in store.recent(owner=KEY_A)] == ["other", "work"]
+
+
+def test_the_name_check_uses_the_owner_name_index(database: Database) -> None:
+    """_OWNER_SQL is spelled like the index's expression, so the check is an index search."""
+    from hoshikage.store.sessions import _OWNER_SQL, _OWNER_SQL_S
+
+    plans = [
+        database.query(f"EXPLAIN QUERY PLAN SELECT id FROM sessions {where}", ("o", "n"))
+        for where in (
+            f"WHERE {_OWNER_SQL} = ? AND name = ?",
+            f"s WHERE {_OWNER_SQL_S} = ? AND s.name = ?",
+        )
+    ]
+    for plan in plans:
+        assert "USING INDEX sessions_name_per_owner" in plan[0]["detail"]
+
+
+def test_concurrent_creates_of_one_name_leave_one_session(tmp_path: Path) -> None:
+    """Two connections (as the server and the terminal have) racing for one owner's name."""
+    import threading
+
+    path = tmp_path / "shared.db"
+    Database(path).close()
+    outcomes: list[str] = []
+    start = threading.Barrier(8)
+
+    def racer() -> None:
+        database = Database(path)
+        try:
+            start.wait()
+            SessionStore(database).create(name="race", namespace=KEY_A)
+            outcomes.append("created")
+        except SessionNameTaken:
+            outcomes.append("taken")
+        finally:
+            database.close()
+
+    threads = [threading.Thread(target=racer) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(outcomes) == ["created"] + ["taken"] * 7
+    database = Database(path)
+    try:
+        assert [s.name for s in SessionStore(database).recent(owner=KEY_A)] == ["race"]
+    finally:
+        database.close()
+
+
+# --- the migration to names per owner ---------------------------------------------------------
+
+
+def _old_database(path: Path) -> None:
+    """A file as the version before names per owner left it: migrations 0001-0003 applied
+    (with foreign keys on, as that version ran), and data in every table that references
+    sessions."""
+    old = [m for m in MIGRATIONS if m[0] < "0004"]
+    assert [name for name, _ in old] == [
+        "0001_sessions_and_messages",
+        "0002_models",
+        "0003_memory",
+    ]
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("CREATE TABLE schema_migrations (name TEXT PRIMARY KEY, applied_at REAL)")
+        for name, sql in old:
+            for statement in filter(str.strip, sql.split(";")):
+                conn.execute(statement)
+            conn.execute("INSERT INTO schema_migrations VALUES (?, 1.0)", (name,))
+        conn.executemany(
+            "INSERT INTO sessions (id, name, model, system_prompt, params, created_at,"
+            " updated_at, namespace) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                ("a" * 32, "work", "m.gguf", "Be brief.", '{"top_k": 3}', 10.0, 20.0, KEY_A),
+                ("b" * 32, "play", None, None, "{}", 11.0, 21.0, f"{KEY_B}/user:bob"),
+                ("c" * 32, None, None, None, "{}", 12.0, 22.0, "local"),
+            ],
+        )
+        conn.execute(
+            "INSERT INTO messages (id, session_id, role, content, created_at, prompt_tokens,"
+            " finish_reason, remember) VALUES (1, ?, 'user', 'hello', 30.0, 5, NULL, 1),"
+            " (2, ?, 'assistant', 'hi there', 31.0, NULL, 'stop', 0)",
+            ("a" * 32, "a" * 32),
+        )
+        conn.execute(
+            "INSERT INTO messages (id, session_id, role, content, created_at)"
+            " VALUES (3, ?, 'user', 'bob here', 32.0)",
+            ("b" * 32,),
+        )
+        conn.execute(
+            "INSERT INTO memories (id, namespace, session_id, message_id, role, text,"
+            " created_at) VALUES (7, ?, ?, 1, 'user', 'hello', 30.0)",
+            (KEY_A, "a" * 32),
+        )
+        conn.execute("INSERT INTO memories_fts (rowid, text) VALUES (7, 'hello')")
+        conn.execute(
+            "INSERT INTO summaries (session_id, through_message_id, text, source_ids, method,"
+            " created_at) VALUES (?, 2, 'a greeting', '[1, 2]', 'oldest', 40.0)",
+            ("a" * 32,),
+        )
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
+def _rows(database: Database, sql: str) -> list[tuple[object, ...]]:
+    return [tuple(row) for row in database.query(sql)]
+
+
+def test_migration_of_an_old_database_keeps_its_data(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    _old_database(path)
+    before = sqlite3.connect(path)
+    try:
+        tables = ("sessions", "messages", "memories", "summaries")
+        expected = {t: before.execute(f"SELECT * FROM {t} ORDER BY 1").fetchall() for t in tables}
+        fts = before.execute("SELECT rowid, text FROM memories_fts").fetchall()
+    finally:
+        before.close()
+    assert len(expected["messages"]) == 3  # the fixture wrote what the checks compare
+
+    database = Database(path)
+    try:
+        assert database.applied_migrations() == [name for name, _ in MIGRATIONS]
+        for table in tables:
+            assert _rows(database, f"SELECT * FROM {table} ORDER BY 1") == expected[table]
+        assert _rows(database, "SELECT rowid, text FROM memories_fts") == fts
+        assert database.query("PRAGMA foreign_keys")[0][0] == 1
+        assert database.query("PRAGMA foreign_key_check") == []
+        indexes = {
+            row["name"]
+            for row in database.query(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'sessions'"
+            )
+        }
+        assert {"sessions_by_update", "sessions_by_namespace", "sessions_name_per_owner"} <= (
+            indexes
+        )
+        # No UNIQUE constraint of a column is left (origin 'u'): only the key and the index.
+        unique = {
+            (row["name"], row["origin"])
+            for row in database.query("PRAGMA index_list(sessions)")
+            if row["unique"]
+        }
+        assert {origin for _, origin in unique} == {"pk", "c"}
+        assert ("sessions_name_per_owner", "c") in unique
+
+        store = SessionStore(database)
+        work = store.find("work", owner=KEY_A)
+        assert (work.model, work.system_prompt) == ("m.gguf", "Be brief.")
+        assert work.params == {"top_k": 3}
+        assert work.message_count == 2
+        assert [m.content for m in store.messages(work.id)] == ["hello", "hi there"]
+        # The old global uniqueness is gone; the per-owner one is in force.
+        assert store.create(name="work", namespace=KEY_B).name == "work"
+        assert store.create(name="work").name == "work"
+        with pytest.raises(SessionNameTaken):
+            store.create(name="play", namespace=KEY_B)
+        # Foreign keys are enforced again, and still cascade to the migrated rows.
+        store.delete(work.id)
+        assert store.messages(work.id) == []
+        assert _rows(database, "SELECT id FROM memories") == []
+        assert _rows(database, "SELECT session_id FROM summaries") == []
+        assert [m.content for m in store.messages("b" * 32)] == ["bob here"]
+    finally:
+        database.close()
+
+
+def test_migration_is_applied_once_and_reopening_keeps_names_per_owner(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    _old_database(path)
+    Database(path).close()
+    database = Database(path)  # would fail ("table sessions_0004 ...") if applied again
+    try:
+        rows = database.query("SELECT name FROM schema_migrations WHERE name LIKE '0004%'")
+        assert [row["name"] for row in rows] == ["0004_session_names_per_owner"]
+        store = SessionStore(database)
+        store.create(name="work", namespace=KEY_B)
+        with pytest.raises(SessionNameTaken):
+            store.create(name="work", namespace=f"{KEY_A}/user:x")
+    finally:
+        database.close()
+
+
 # --- durability -------------------------------------------------------------------------------
 
 _CHILD = textwrap.dedent(
@@ -380,3 +674,13 @@ def test_acknowledged_turn_survives_sigkill(tmp_path: Path) -> None:
         assert messages[1].finish_reason == "stop"
     finally:
         database.close()
+
+
+@pytest.mark.parametrize(
+    "namespace", ["local", "key:ab12", "key:ab12/user:bob", "key:ab12/user:a/b", "", "/x", "星/影"]
+)
+def test_the_schemas_owner_is_owner_of(database: Database, namespace: str) -> None:
+    from hoshikage.store.sessions import _OWNER_SQL, owner_of
+
+    row = database.query(f"SELECT {_OWNER_SQL} AS owner FROM (SELECT ? AS namespace)", (namespace,))
+    assert row[0]["owner"] == owner_of(namespace)

@@ -219,3 +219,26 @@ def test_import_missing_file(store: SessionStore, tmp_path: Path) -> None:
     path = tmp_path / "absent.json"
     with pytest.raises(StoreError, match="cannot read"):
         import_session_file(store, path)
+
+
+def test_import_keeps_a_name_another_owner_uses(store: SessionStore, tmp_path: Path) -> None:
+    session_id = make_session(store)
+    path = tmp_path / "session.json"
+    write_session_file(store, session_id, path)
+    imported = import_session_file(store, path, namespace="key:aaaa/user:bob")
+    assert imported.name == "trip" and imported.namespace == "key:aaaa/user:bob"
+    again = import_session_file(store, path, namespace="key:aaaa")  # same owner: name taken
+    assert again.name is None and again.namespace == "key:aaaa"
+    assert store.find("trip", owner="key:aaaa").id == imported.id
+
+
+def test_import_when_the_name_is_taken_after_the_check(
+    store: SessionStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    session_id = make_session(store)
+    path = tmp_path / "session.json"
+    write_session_file(store, session_id, path)
+    monkeypatch.setattr(SessionStore, "named", lambda *_, **__: None)  # another writer raced
+    imported = import_session_file(store, path)
+    assert imported.name is None
+    assert imported.message_count == store.get(session_id).message_count

@@ -9,7 +9,13 @@ from hoshikage.store.memories import (
     PendingMessage,
     SummaryRecord,
 )
-from hoshikage.store.sessions import MessageRecord, NewMessage, SessionRecord, SessionStore
+from hoshikage.store.sessions import (
+    MessageRecord,
+    NewMessage,
+    SessionNameTaken,
+    SessionRecord,
+    SessionStore,
+)
 
 __all__ = [
     "Database",
@@ -20,6 +26,7 @@ __all__ = [
     "NewMemory",
     "NewMessage",
     "PendingMessage",
+    "SessionNameTaken",
     "SessionRecord",
     "SessionStore",
     "StoreError",

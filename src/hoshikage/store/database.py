@@ -39,10 +39,17 @@ class Database:
         self._lock = threading.RLock()
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.execute("PRAGMA foreign_keys=ON")
         # Deleted content is overwritten, not left in free pages: forgetting really deletes.
         self._conn.execute("PRAGMA secure_delete=ON")
-        self._migrate()
+        # Migrations run with foreign keys off (a table rebuild's DROP must not cascade);
+        # enforcement is on for everything after them.
+        self._conn.execute("PRAGMA foreign_keys=OFF")
+        try:
+            self._migrate()
+        except BaseException:
+            self._conn.close()
+            raise
+        self._conn.execute("PRAGMA foreign_keys=ON")
 
     def close(self) -> None:
         with self._lock:
@@ -82,13 +89,23 @@ class Database:
                 " (name TEXT PRIMARY KEY, applied_at REAL)"
             )
             done = {row["name"] for row in conn.execute("SELECT name FROM schema_migrations")}
+            applied = False
             for name, sql in MIGRATIONS:
                 if name in done:
                     continue
+                applied = True
                 log.info("applying store migration %s", name)
                 for statement in filter(str.strip, sql.split(";")):
                     conn.execute(statement)
                 conn.execute(
                     "INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)",
                     (name, time.time()),
+                )
+            # What SQLite's table-rebuild procedure asks for: no migration may leave a row
+            # pointing at nothing (a violation rolls every migration of this open back).
+            broken = conn.execute("PRAGMA foreign_key_check").fetchall() if applied else []
+            if broken:
+                raise StoreError(
+                    f"a store migration broke {len(broken)} foreign key reference(s),"
+                    f" the first in table {broken[0][0]}; nothing was changed"
                 )

@@ -1,4 +1,9 @@
-"""Append-only, named schema migrations. Never edit one that has shipped; add a new one."""
+"""Append-only, named schema migrations. Never edit one that has shipped; add a new one.
+
+They run with foreign-key enforcement off (see Database._migrate), so that a migration may
+rebuild a table that others reference without its DROP cascading into theirs; the whole
+schema is checked with PRAGMA foreign_key_check before the migrations commit.
+"""
 
 from __future__ import annotations
 
@@ -96,6 +101,40 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
             created_at         REAL NOT NULL
         );
         CREATE INDEX sessions_by_namespace ON sessions(namespace);
+        """,
+    ),
+    (
+        "0004_session_names_per_owner",
+        # Session names were UNIQUE across the whole file, so one API key could learn of (and
+        # take) another key's names. A name is now unique per owner: an expression index on
+        # (owner, name), the owner computed from namespace so that it cannot drift from it.
+        # The column's inline UNIQUE cannot be dropped, so the table is rebuilt (SQLite's
+        # documented procedure: new table, copy, drop, rename, recreate its indexes); rows
+        # referencing it (messages, memories, summaries) keep their session ids. The owner
+        # expression is owner_of() in SQL; sessions.py queries with the same text (_OWNER_SQL)
+        # so that SQLite uses the index.
+        """
+        CREATE TABLE sessions_0004 (
+            id            TEXT PRIMARY KEY,
+            name          TEXT,
+            model         TEXT,
+            system_prompt TEXT,
+            params        TEXT NOT NULL DEFAULT '{}',
+            created_at    REAL NOT NULL,
+            updated_at    REAL NOT NULL,
+            namespace     TEXT NOT NULL DEFAULT 'local'
+        );
+        INSERT INTO sessions_0004
+            (id, name, model, system_prompt, params, created_at, updated_at, namespace)
+            SELECT id, name, model, system_prompt, params, created_at, updated_at, namespace
+            FROM sessions;
+        DROP TABLE sessions;
+        ALTER TABLE sessions_0004 RENAME TO sessions;
+        CREATE INDEX sessions_by_update ON sessions(updated_at);
+        CREATE INDEX sessions_by_namespace ON sessions(namespace);
+        CREATE UNIQUE INDEX sessions_name_per_owner ON sessions(
+            substr(namespace, 1, instr(namespace || '/', '/') - 1), name
+        );
         """,
     ),
 )

@@ -7,11 +7,16 @@ import json
 import sqlite3
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from hoshikage.store.database import Database, StoreError
+
+
+class SessionNameTaken(StoreError):
+    """The name is already used by another session of the same owner."""
 
 
 @dataclass(frozen=True)
@@ -85,11 +90,13 @@ class SessionStore:
         created_at: float | None = None,
         namespace: str = "local",
     ) -> SessionRecord:
+        """A new session of `namespace`; its `name`, if any, must be free among the sessions
+        of the namespace's owner (other owners may use the same name)."""
         now = time.time()
         session_id = uuid.uuid4().hex
-        with self._db.transaction() as conn:
+        with _name_clash_refused(name), self._db.transaction() as conn:
             if name is not None:
-                self._ensure_name_free(conn, name, session_id)
+                self._ensure_name_free(conn, name, session_id, owner_of(namespace))
             conn.execute(
                 "INSERT INTO sessions (id, name, model, system_prompt, params, created_at,"
                 " updated_at, namespace) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -114,12 +121,15 @@ class SessionStore:
 
     def find(self, name_or_id: str, *, owner: str | None = None) -> SessionRecord:
         """A session by exact name, by id, or by a unique id prefix; with `owner`, only
-        among the sessions of that namespace (and of its users)."""
+        among the sessions of that namespace (and of its users). Without one (the terminal,
+        which owns the whole file), a name that several owners use is refused as ambiguous."""
         mine, params = _owned(owner)
         rows = self._db.query(
             _SESSION_SELECT + f" WHERE (s.name = ? OR s.id = ?){mine} GROUP BY s.id",
             (name_or_id, name_or_id, *params),
         )
+        if len(rows) > 1:
+            raise StoreError(f"{name_or_id!r} names several sessions; use the session's id")
         if not rows and len(name_or_id) >= 4:
             rows = self._db.query(
                 _SESSION_SELECT + f" WHERE substr(s.id, 1, ?) = ?{mine} GROUP BY s.id",
@@ -131,8 +141,13 @@ class SessionStore:
             raise StoreError(f"{name_or_id!r} matches several sessions; use more of the id")
         return _session_from_row(rows[0])
 
-    def named(self, name: str) -> SessionRecord | None:
-        rows = self._db.query(_SESSION_SELECT + " WHERE s.name = ? GROUP BY s.id", (name,))
+    def named(self, name: str, *, owner: str = "local") -> SessionRecord | None:
+        """The session of `owner` (or of one of its users) with exactly this name: the one
+        that `create(name=name)` in a namespace of that owner would clash with."""
+        rows = self._db.query(
+            _SESSION_SELECT + f" WHERE {_OWNER_SQL_S} = ? AND s.name = ? GROUP BY s.id",
+            (owner, name),
+        )
         return _session_from_row(rows[0]) if rows else None
 
     def recent(self, limit: int = 50, *, owner: str | None = None) -> list[SessionRecord]:
@@ -145,10 +160,16 @@ class SessionStore:
         return [_session_from_row(row) for row in rows]
 
     def rename(self, session_id: str, name: str) -> SessionRecord:
+        """Name a session; the name must be free among the sessions of its own owner."""
         if not name.strip():
             raise StoreError("a session name cannot be empty")
-        with self._db.transaction() as conn:
-            self._ensure_name_free(conn, name, session_id)
+        with _name_clash_refused(name), self._db.transaction() as conn:
+            row = conn.execute(
+                "SELECT namespace FROM sessions WHERE id = ?", (session_id,)
+            ).fetchone()
+            if row is None:
+                raise StoreError(f"no session with id {session_id}")
+            self._ensure_name_free(conn, name, session_id, owner_of(row["namespace"]))
             conn.execute("UPDATE sessions SET name = ? WHERE id = ?", (name, session_id))
         return self.get(session_id)
 
@@ -225,10 +246,36 @@ class SessionStore:
         return [_message_from_row(row) for row in rows]
 
     @staticmethod
-    def _ensure_name_free(conn: sqlite3.Connection, name: str, session_id: str) -> None:
-        row = conn.execute("SELECT id FROM sessions WHERE name = ?", (name,)).fetchone()
+    def _ensure_name_free(conn: sqlite3.Connection, name: str, session_id: str, owner: str) -> None:
+        """Refuse `name` if another session of `owner` has it (run inside the write
+        transaction; the sessions_name_per_owner index enforces it again on write)."""
+        row = conn.execute(
+            f"SELECT id FROM sessions WHERE {_OWNER_SQL} = ? AND name = ?", (owner, name)
+        ).fetchone()
         if row is not None and row["id"] != session_id:
-            raise StoreError(f"a session named {name!r} already exists; pick another name")
+            raise SessionNameTaken(_taken(name))
+
+
+# owner_of(namespace) in SQL, exactly as the sessions_name_per_owner index spells it (migration
+# 0004), so that SQLite can use the index for it.
+_OWNER_SQL = "substr(namespace, 1, instr(namespace || '/', '/') - 1)"
+_OWNER_SQL_S = "substr(s.namespace, 1, instr(s.namespace || '/', '/') - 1)"
+_NAME_INDEX = "sessions_name_per_owner"
+
+
+def _taken(name: str | None) -> str:
+    return f"a session named {name!r} already exists; pick another name"
+
+
+@contextmanager
+def _name_clash_refused(name: str | None) -> Iterator[None]:
+    """Turn the name index's refusal (a writer that got past the check) into the store's."""
+    try:
+        yield
+    except sqlite3.IntegrityError as exc:
+        if _NAME_INDEX in str(exc):
+            raise SessionNameTaken(_taken(name)) from None
+        raise
 
 
 _SESSION_SELECT = (

@@ -11,7 +11,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hoshikage.store.database import StoreError
-from hoshikage.store.sessions import NewMessage, SessionRecord, SessionStore
+from hoshikage.store.sessions import (
+    NewMessage,
+    SessionNameTaken,
+    SessionRecord,
+    SessionStore,
+    owner_of,
+)
 
 FORMAT_NAME = "hoshikage-session"
 FORMAT_VERSION = 1
@@ -80,8 +86,11 @@ def write_session_file(sessions: SessionStore, session_id: str, path: Path) -> N
     temporary.replace(path)
 
 
-def import_session_file(sessions: SessionStore, path: Path) -> SessionRecord:
-    """Create a new session from a JSON file written by export (or by hand)."""
+def import_session_file(
+    sessions: SessionStore, path: Path, *, namespace: str = "local"
+) -> SessionRecord:
+    """Create a new session of `namespace` from a JSON file written by export (or by hand);
+    its name is dropped if another session of the same owner has it."""
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -100,15 +109,23 @@ def import_session_file(sessions: SessionStore, path: Path) -> SessionRecord:
         )
         raise StoreError(f"{path} is not a session file: {problems}") from None
     name = doc.name
-    if name is not None and sessions.named(name) is not None:
+    if name is not None and sessions.named(name, owner=owner_of(namespace)) is not None:
         name = None  # keep the import; the user can /save it under a new name
-    record = sessions.create(
-        model=doc.model,
-        system_prompt=doc.system_prompt,
-        params=doc.params,
-        name=name,
-        created_at=doc.created_at.timestamp() if doc.created_at else None,
-    )
+
+    def create(as_name: str | None) -> SessionRecord:
+        return sessions.create(
+            model=doc.model,
+            system_prompt=doc.system_prompt,
+            params=doc.params,
+            name=as_name,
+            created_at=doc.created_at.timestamp() if doc.created_at else None,
+            namespace=namespace,
+        )
+
+    try:
+        record = create(name)
+    except SessionNameTaken:  # taken since the check, by another writer of the file
+        record = create(None)
     sessions.append(
         record.id,
         [
