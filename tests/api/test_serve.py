@@ -146,3 +146,4 @@ def test_sigterm_ends_running_streams_with_a_final_event(spawn: Any, random_mode
     assert final["choices"][0]["finish_reason"] == "length"  # cut short, and says so
     assert len(events) < 400  # it was ended early, not run to the end
     assert "Traceback" not in output
+    assert "never retrieved" not in output

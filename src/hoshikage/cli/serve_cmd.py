@@ -241,7 +241,10 @@ async def _serve_until_stopped(
     """Serve until a signal stops the server; False if it could not start."""
 
     async def run_server() -> None:
-        with contextlib.suppress(SystemExit):  # uvicorn exits when it cannot bind
+        # uvicorn exits when it cannot bind, and re-raises the signal that stopped it once
+        # all is closed: caught here, so the task ends cleanly instead of holding an
+        # exception nobody retrieves ("Task exception was never retrieved" on every SIGTERM).
+        with contextlib.suppress(SystemExit, KeyboardInterrupt):
             await server.serve()
 
     serving = asyncio.create_task(run_server())
