@@ -89,12 +89,14 @@ def configured_models(settings: Settings) -> dict[str, Path]:
 
 def served_models(settings: Settings) -> dict[str, Path]:
     """Models the settings name, as listed to clients: the aliases, and the configured
-    models by their files' stems."""
+    models given by path under their files' stems (one named by an alias keeps that name
+    only, so that it is listed once)."""
     served: dict[str, Path] = {
         alias: path.expanduser() for alias, path in settings.model_aliases.items()
     }
-    for path in configured_models(settings).values():
-        served.setdefault(path.stem, path)
+    for name, path in configured_models(settings).items():
+        if name not in settings.model_aliases:
+            served.setdefault(path.stem, path)
     return served
 
 

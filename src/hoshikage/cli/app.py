@@ -107,6 +107,24 @@ def settings_from_flags(console: Console, flags: dict[str, Any]) -> Settings:
     return settings
 
 
+def with_default_model(console: Console, settings: Settings) -> Settings:
+    """The settings, with the starter model when they name no model and the user has none
+    (see `default_model`), saying so first thing; nothing to run at all exits 1 with the
+    ways to get a model, before anything else is opened."""
+    from hoshikage.models.starter import STARTER_NAME, starter_notice
+    from hoshikage.runtime import default_model
+
+    try:
+        defaulted = default_model(settings)
+    except (EngineError, StoreError) as exc:
+        raise fail(console, str(exc)) from None
+    if defaulted is None:
+        return settings
+    log.info("no model given: using the starter model %s", defaulted.model_aliases[STARTER_NAME])
+    console.print(f"[dim]{escape(starter_notice())}[/dim]", soft_wrap=True)
+    return defaulted
+
+
 @app.command()
 def chat(
     model: ModelOpt = None,
@@ -155,6 +173,7 @@ def chat(
     settings = settings_from_flags(console, flags)
     if settings.preset not in PresetBook(settings.presets):
         raise fail(console, f"unknown preset {settings.preset!r}; see `/preset` for the list", 2)
+    settings = with_default_model(console, settings)
     try:
         sessions = open_sessions(settings)
         conversation = None

@@ -175,7 +175,7 @@ def serve(
     """Serve models over HTTP: the OpenAI API under /v1, Ollama's under /api, docs at /docs."""
     flags: dict[str, Any] = dict(locals())  # parameters are named after their settings
     from hoshikage.api import create_app
-    from hoshikage.cli.app import fail, settings_from_flags
+    from hoshikage.cli.app import fail, settings_from_flags, with_default_model
     from hoshikage.store import StoreError
 
     console = Console(highlight=False)
@@ -183,6 +183,9 @@ def serve(
     flags["admin_api_keys"] = admin_api_key or None
     flags["cors_origins"] = cors_origin or None
     settings = settings_from_flags(console, flags)
+    # Nothing to serve at all: the starter model (served as STARTER_NAME), or exit 1 saying
+    # how to get a model. Registered models and aliases are served as they are.
+    settings = with_default_model(console, settings)
     _configure_uvicorn_logging(settings.log_level)
     try:
         app = create_app(settings)
