@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from llama_cpp import llama_grammar
@@ -48,3 +49,27 @@ def _check_schema_size(schema: dict[str, Any]) -> None:
             count += len(value)
         elif isinstance(value, list):
             pending.extend((item, depth + 1) for item in value)
+
+
+# GBNF tokens, for renaming rules: literals and character classes hold no rule names.
+_GBNF_TOKEN = re.compile(r'"(?:\\.|[^"\\])*"|\[(?:\\.|[^\]\\])*\]|\{[^}]*\}|[a-zA-Z0-9-]+|.', re.S)
+
+
+def json_schema_rules(schema: dict[str, Any], prefix: str) -> tuple[str, str]:
+    """GBNF rules accepting exactly the JSON documents valid under `schema`, every rule's
+    name starting with `prefix` so that several schemas' rules can share one grammar: the
+    name of the rule for the whole document, and the rules (no `root`)."""
+    if not re.fullmatch(r"[a-zA-Z0-9-]+", prefix):
+        raise ValueError(f"a GBNF rule prefix is letters, digits and '-': {prefix!r}")
+    rules = json_schema_grammar(schema)
+    names = {line.split(" ::= ", 1)[0] for line in rules.splitlines() if " ::= " in line}
+
+    def rename(match: re.Match[str]) -> str:
+        token = match.group(0)
+        return prefix + token if token in names else token
+
+    renamed = "\n".join(
+        _GBNF_TOKEN.sub(rename, name) + " ::= " + _GBNF_TOKEN.sub(rename, body)
+        for name, body in (line.split(" ::= ", 1) for line in rules.splitlines() if line)
+    )
+    return prefix + "root", renamed
