@@ -6,6 +6,7 @@ import logging
 import resource
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import psutil
 
@@ -17,6 +18,15 @@ def rss_bytes() -> int:
 
 
 def peak_rss_bytes() -> int:
+    """This process's highest resident set size. On Linux, VmHWM of /proc/self/status: the
+    rusage figure survives exec, so a process started by a big one reports its parent's."""
+    try:
+        with Path("/proc/self/status").open(encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # in kB
+    except (OSError, ValueError, IndexError):
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)  # Linux reports KiB
 

@@ -1,6 +1,6 @@
 """The only package that talks to llama.cpp. Everything else uses these names."""
 
-from hoshikage.engine.engine import Engine, LoadOptions, default_threads
+from hoshikage.engine.engine import Engine, LoadOptions, RenderOptions, default_threads
 from hoshikage.engine.generation import Generation
 from hoshikage.engine.types import (
     BackendUnavailableError,
@@ -15,6 +15,8 @@ from hoshikage.engine.types import (
     SamplingParams,
     Timings,
     TokenEvent,
+    ToolCall,
+    ToolSpec,
     UnsupportedFormatError,
     Usage,
 )
@@ -32,9 +34,12 @@ __all__ = [
     "LoadOptions",
     "ModelInfo",
     "PreparedPrompt",
+    "RenderOptions",
     "SamplingParams",
     "Timings",
     "TokenEvent",
+    "ToolCall",
+    "ToolSpec",
     "UnsupportedFormatError",
     "Usage",
     "default_threads",

@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -26,6 +27,7 @@ from hoshikage.engine.types import (
     ModelInfo,
     PreparedPrompt,
     SamplingParams,
+    ToolSpec,
 )
 from hoshikage.engine.window import fit_messages
 
@@ -33,6 +35,15 @@ log = logging.getLogger(__name__)
 
 # With no max_tokens, keep at least this much of the window free for the answer.
 DEFAULT_ANSWER_RESERVE = 512
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """What the chat template is given beside the messages: tools it lays out itself, and
+    switches such as `enable_thinking`."""
+
+    tools: tuple[ToolSpec, ...] | None = None
+    variables: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -162,59 +173,101 @@ class Engine:
         self.close()
 
     # --- prompts -------------------------------------------------------------------------
-    def count_chat_tokens(self, messages: Sequence[ChatMessage]) -> int:
+    def count_chat_tokens(
+        self, messages: Sequence[ChatMessage], *, render: RenderOptions | None = None
+    ) -> int:
         self._require_open()
-        return len(self.model.tokenize(self.template.render(messages)))
+        return len(self.model.tokenize(self._render(messages, render)))
 
     def count_text_tokens(self, text: str) -> int:
         """Tokens of a piece of text inside a prompt (no BOS)."""
         self._require_open()
         return len(self.model.tokenize(text, add_special=False))
 
+    def _render(self, messages: Sequence[ChatMessage], render: RenderOptions | None) -> str:
+        if render is None:
+            return self.template.render(messages)
+        return self.template.render(messages, tools=render.tools, variables=render.variables)
+
     def prepare_chat(
-        self, messages: Sequence[ChatMessage], params: SamplingParams, *, drop_oldest: bool = True
+        self,
+        messages: Sequence[ChatMessage],
+        params: SamplingParams,
+        *,
+        drop_oldest: bool = True,
+        render: RenderOptions | None = None,
     ) -> PreparedPrompt:
         """Render the template over as much recent history as fits, and tokenise it.
 
-        With drop_oldest False, a conversation that does not fit whole is an error instead.
+        With max_tokens, that many tokens are kept free for the answer. Without, a
+        conversation that fits the window is taken whole and the answer may use the rest
+        (it ends with `length` when the window is full, as OpenAI's does); one that does not
+        fit loses its oldest turns until the default reserve is free. With drop_oldest
+        False, a conversation that does not fit whole is an error instead.
         """
-        reserved = self.answer_reserve(params)
-        if not drop_oldest:
-            n_prompt = self.count_chat_tokens(messages)
-            if n_prompt + reserved > self.n_ctx:
-                raise ContextOverflowError(
-                    f"the conversation needs {n_prompt} prompt tokens and {reserved} more are "
-                    f"reserved for the answer, but the context window holds {self.n_ctx}",
-                    n_prompt_tokens=n_prompt,
-                    n_ctx=self.n_ctx,
-                )
-        kept, dropped, _ = fit_messages(
-            messages,
-            self.count_chat_tokens,
-            self.n_ctx - reserved,
-            n_ctx=self.n_ctx,
-            reserved=reserved,
-        )
-        if dropped:
-            log.info("dropped the %d oldest messages to fit the context window", dropped)
-        tokens = self.model.tokenize(self.template.render(kept))
-        return PreparedPrompt(tokens, dropped, self._max_new(params, len(tokens)))
 
-    def prepare_completion(self, prompt: str, params: SamplingParams) -> PreparedPrompt:
-        self._require_open()
-        tokens = self.model.tokenize(prompt)
+        def count(kept: Sequence[ChatMessage]) -> int:
+            return self.count_chat_tokens(kept, render=render)
+
         reserved = self.answer_reserve(params)
+        n_prompt = count(messages)
+        if params.max_tokens is None and n_prompt < self.n_ctx:
+            reserved = 0
+        if n_prompt + reserved > self.n_ctx and not drop_oldest:
+            raise ContextOverflowError(
+                f"the conversation needs {n_prompt} prompt tokens and {reserved} more are "
+                f"reserved for the answer, but the context window holds {self.n_ctx}",
+                n_prompt_tokens=n_prompt,
+                n_ctx=self.n_ctx,
+            )
+        kept: Sequence[ChatMessage] = messages
+        dropped = 0
+        if n_prompt + reserved > self.n_ctx:
+            kept, dropped, _ = fit_messages(
+                messages, count, self.n_ctx - reserved, n_ctx=self.n_ctx, reserved=reserved
+            )
+            log.info("dropped the %d oldest messages to fit the context window", dropped)
+        text = self._render(kept, render)
+        tokens = self.model.tokenize(text)
+        return PreparedPrompt(
+            tokens, dropped, self._max_new(params, len(tokens)), prompt_tail=text[-64:]
+        )
+
+    def prepare_completion(
+        self, prompt: str | Sequence[int], params: SamplingParams
+    ) -> PreparedPrompt:
+        """A prompt (text, or token ids as given) that fits the window with its answer's
+        reserve: max_tokens, or at least one token when unset."""
+        self._require_open()
+        tokens = (
+            self.model.tokenize(prompt) if isinstance(prompt, str) else self._checked_tokens(prompt)
+        )
+        if not tokens:
+            raise EngineError("the prompt is empty")
+        reserved = 1 if params.max_tokens is None else params.max_tokens
         if len(tokens) + reserved > self.n_ctx:
             raise ContextOverflowError(
-                f"the prompt is {len(tokens)} tokens and {reserved} more are reserved for the "
+                f"the prompt is {len(tokens)} tokens and {reserved} more are needed for the "
                 f"answer, but the context window holds {self.n_ctx} tokens",
                 n_prompt_tokens=len(tokens),
                 n_ctx=self.n_ctx,
+                input_name="prompt",
             )
         return PreparedPrompt(tokens, 0, self._max_new(params, len(tokens)))
 
+    def _checked_tokens(self, tokens: Sequence[int]) -> list[int]:
+        """Token ids a client sent, refused when one is not in the vocabulary."""
+        ids = [int(token) for token in tokens]
+        bad = next((token for token in ids if not 0 <= token < self.model.n_vocab), None)
+        if bad is not None:
+            raise EngineError(
+                f"token id {bad} is outside the vocabulary (0..{self.model.n_vocab - 1})"
+            )
+        return ids
+
     def answer_reserve(self, params: SamplingParams) -> int:
-        """Tokens of the window kept free for the answer."""
+        """Tokens of the window kept free for the answer when history must be dropped (and
+        by the context builder, which lays out a session's history)."""
         if params.max_tokens is not None:
             return params.max_tokens
         return min(DEFAULT_ANSWER_RESERVE, self.n_ctx // 4)
@@ -232,15 +285,21 @@ class Engine:
     def complete(self, prompt: str, params: SamplingParams) -> Generation:
         return self.generate(self.prepare_completion(prompt, params), params)
 
-    def embed(self, texts: Sequence[str], *, truncate: bool = False) -> Future[EmbeddingResult]:
-        """Pooled, L2-normalised embeddings of each text, computed on the engine thread.
+    def embed(
+        self, texts: Sequence[str] | Sequence[Sequence[int]], *, truncate: bool = False
+    ) -> Future[EmbeddingResult]:
+        """Pooled, L2-normalised embeddings of each text (or list of token ids, as OpenAI's
+        clients send them), computed on the engine thread.
 
         An input longer than the model's window is an error, or with `truncate` is cut to
         the window (its start is embedded)."""
         self._require_open()
         if not self.info.embedding:
             raise EngineError(f"{self.info.name} is not loaded as an embedding model")
-        inputs = [self.model.tokenize(text) for text in texts]
+        inputs = [
+            self.model.tokenize(text) if isinstance(text, str) else self._checked_tokens(text)
+            for text in texts
+        ]
         if truncate:
             cut = sum(len(tokens) > self.n_ctx for tokens in inputs)
             if cut:
@@ -253,3 +312,14 @@ class Engine:
         if self.info.embedding:
             raise EngineError(f"{self.info.name} is an embedding model; it cannot generate text")
         return self.scheduler.submit(prepared, params)
+
+    def generate_choices(
+        self, prepared: PreparedPrompt, params: SamplingParams, n: int
+    ) -> list[Generation]:
+        """n answers to one prompt (OpenAI's `n`), which is evaluated once: choice i samples
+        with seed params.seed + i when a seed is given. They need n slots at once: n above
+        the parallel setting is an error; with fewer free, they wait their turn together."""
+        self._require_open()
+        if self.info.embedding:
+            raise EngineError(f"{self.info.name} is an embedding model; it cannot generate text")
+        return self.scheduler.submit_choices(prepared, params, n)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 from hoshikage.engine.types import (
     EngineError,
@@ -37,9 +37,18 @@ class Generation:
             self._async_events = None
         self.finish: FinishEvent | None = None
         self.text_parts: list[str] = []
+        self._finish_lock = threading.Lock()
+        self._pushed_finish: FinishEvent | None = None
+        self._on_finish: list[Callable[[FinishEvent], None]] = []
 
     # --- engine side ---------------------------------------------------------------------
     def push(self, event: Event) -> None:
+        if isinstance(event, FinishEvent):
+            with self._finish_lock:
+                self._pushed_finish = event
+                callbacks, self._on_finish = self._on_finish, []
+            for callback in callbacks:
+                callback(event)
         if self._loop is not None and self._async_events is not None:
             try:
                 self._loop.call_soon_threadsafe(self._async_events.put_nowait, event)
@@ -53,6 +62,17 @@ class Generation:
         return self._cancel.is_set()
 
     # --- consumer side -------------------------------------------------------------------
+    def on_finish(self, callback: Callable[[FinishEvent], None]) -> None:
+        """Call `callback` with the FinishEvent when the engine ends this generation, read
+        or not (a cancelled one too); at once if it has ended. It runs on the engine's
+        thread: it must be quick and thread-safe (a metrics counter, say)."""
+        with self._finish_lock:
+            finished = self._pushed_finish
+            if finished is None:
+                self._on_finish.append(callback)
+        if finished is not None:
+            callback(finished)
+
     def cancel(self) -> None:
         """Ask the engine to stop; it ends the stream with finish reason 'cancelled'."""
         self._cancel.set()

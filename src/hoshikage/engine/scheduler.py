@@ -11,10 +11,12 @@ Each slot remembers the tokens its KV holds. A request goes to the free slot wit
 longest common prefix (a chat's next turn lands where its history already is) and only the
 rest of its prompt is evaluated; otherwise to the least recently used free slot.
 
-Embedding contexts pack inputs instead: up to EMBEDDING_SEQUENCES inputs (and
-EMBEDDING_BATCH_TOKENS tokens, or one input of up to a window), each its own sequence with
-positions from 0, share one llama_decode; the memory is cleared after it. Queued embedding
-requests are served together, so small concurrent requests share decodes too.
+Several choices of one prompt (OpenAI's `n`) are a group: they start together in n free
+slots, the prompt is read once in one of them, and when its last token's logits are out its
+KV is copied into the others' sequences; each choice draws its first token from those same
+logits with its own sampler, and from then on they are independent slots.
+
+Embedding contexts pack inputs instead (see engine.embedding_batch).
 """
 
 from __future__ import annotations
@@ -24,19 +26,24 @@ import logging
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
 
 import llama_cpp
 import numpy as np
-import numpy.typing as npt
 
+from hoshikage.engine.context import ContextConfig, copy_sequence, create_context
+from hoshikage.engine.embedding_batch import (
+    EMBEDDING_BATCH_TOKENS,
+    EMBEDDING_SEQUENCES,
+    EmbeddingBatcher,
+    EmbedJob,
+)
 from hoshikage.engine.generation import Generation
+from hoshikage.engine.logprobs import token_logprob
 from hoshikage.engine.model import LlamaModel
 from hoshikage.engine.sampling import Sampler
 from hoshikage.engine.text_stream import StopMatcher, Utf8Assembler
 from hoshikage.engine.types import (
-    ContextOverflowError,
     EmbeddingResult,
     EngineError,
     EngineUnavailableError,
@@ -47,48 +54,15 @@ from hoshikage.engine.types import (
     SamplingParams,
     Timings,
     TokenEvent,
+    TokenLogprob,
     Usage,
 )
 
 log = logging.getLogger(__name__)
 
-KV_TYPES = {
-    "f32": llama_cpp.GGML_TYPE_F32,
-    "f16": llama_cpp.GGML_TYPE_F16,
-    "bf16": 30,  # GGML_TYPE_BF16, which the bindings do not name
-    "q8_0": llama_cpp.GGML_TYPE_Q8_0,
-    "q4_0": llama_cpp.GGML_TYPE_Q4_0,
-    "q4_1": llama_cpp.GGML_TYPE_Q4_1,
-    "q5_0": llama_cpp.GGML_TYPE_Q5_0,
-    "q5_1": llama_cpp.GGML_TYPE_Q5_1,
-    "iq4_nl": llama_cpp.GGML_TYPE_IQ4_NL,
-}
-FLASH_ATTENTION = {
-    "auto": llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO,
-    "on": llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED,
-    "off": llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED,
-}
 # A slot is reused for a prompt that keeps at least this share of its cached tokens.
 SLOT_SIMILARITY = 0.5
-# Inputs one embedding decode may hold: the per-decode overhead that dominates short inputs
-# is spread thin by 16 (64 was 2% faster with MiniLM on CPU, within the noise).
-EMBEDDING_SEQUENCES = 16
-# Tokens packed into one embedding decode (a single input may be longer, up to the window).
-# Every token of a decode attends to all of the decode's tokens, masked or not, so the cost of
-# packing grows with its square: on CPU, 256-512 tokens was fastest for short and mixed
-# inputs, 2048 25-70% slower for medium and mixed lengths (MiniLM, stories260K).
-EMBEDDING_BATCH_TOKENS = 512
-
-
-@dataclass(frozen=True)
-class ContextConfig:
-    n_ctx: int
-    n_batch: int
-    n_threads: int
-    flash_attn: str = "auto"
-    kv_cache_type: str = "f16"
-    embedding: bool = False  # pooled embeddings instead of generation
-    n_slots: int = 1  # sequences decoded together (llama-server's --parallel)
+__all__ = ["EMBEDDING_BATCH_TOKENS", "EMBEDDING_SEQUENCES", "ContextConfig", "Scheduler"]
 
 
 @dataclass
@@ -100,10 +74,10 @@ class _Job:
 
 
 @dataclass
-class _EmbedJob:
-    inputs: list[list[int]]
-    result: Future[EmbeddingResult]
-    vectors: list[list[float]] = field(default_factory=list)  # filled in input order
+class _Group:
+    """The n choices of one prompt, queued as one request: they need n free slots at once."""
+
+    jobs: list[_Job]
 
 
 def common_prefix_length(a: list[int], b: list[int]) -> int:
@@ -135,84 +109,32 @@ class _Slot:
     in_batch: list[int] = field(default_factory=list)  # tokens this step adds for this slot
     assembler: Utf8Assembler = field(default_factory=Utf8Assembler)
     stops: StopMatcher = field(default_factory=lambda: StopMatcher(()))
+    # A group's choices wait in their slots while one slot (their source) reads the prompt.
+    source: _Slot | None = None
+    followers: list[_Slot] = field(default_factory=list)
+    # Logprobs of tokens sampled but not yet sent (their text is held back), when asked for.
+    logprobs: list[TokenLogprob] = field(default_factory=list)
 
 
 class Scheduler:
     def __init__(self, model: LlamaModel, config: ContextConfig) -> None:
-        if config.kv_cache_type not in KV_TYPES:
-            raise EngineError(
-                f"unknown KV cache type {config.kv_cache_type!r}; one of {', '.join(KV_TYPES)}"
-            )
-        if config.flash_attn not in FLASH_ATTENTION:
-            raise EngineError(
-                f"unknown flash_attn value {config.flash_attn!r}; one of auto, on, off"
-            )
-        if config.kv_cache_type not in ("f16", "f32", "bf16") and config.flash_attn == "off":
-            raise EngineError(
-                f"a quantised KV cache ({config.kv_cache_type}) needs flash attention: "
-                f"set flash_attn to 'auto' or 'on', or kv_cache_type to 'f16'"
-            )
-        if config.n_slots < 1:
-            raise EngineError("parallel must be at least 1")
-        n_slots = 1 if config.embedding else config.n_slots
+        self._shape = created = create_context(model, config)
         self._model = model
-        params = llama_cpp.llama_context_default_params()
-        params.n_ctx = config.n_ctx * n_slots  # every slot gets the full window
-        params.n_batch = config.n_batch
-        params.n_ubatch = config.n_batch
-        params.n_seq_max = n_slots
-        params.n_threads = config.n_threads
-        params.n_threads_batch = config.n_threads
-        params.flash_attn_type = FLASH_ATTENTION[config.flash_attn]
-        params.type_k = KV_TYPES[config.kv_cache_type]
-        params.type_v = KV_TYPES[config.kv_cache_type]
-        params.no_perf = True
-        if config.embedding:
-            params.embeddings = True
-            params.n_seq_max = EMBEDDING_SEQUENCES
-            # A decode is one micro-batch: encoders need every input whole in one, and
-            # llama.cpp pools a sequence over the micro-batch it is in. It holds a full window.
-            params.n_ctx = params.n_batch = params.n_ubatch = max(
-                config.n_ctx, EMBEDDING_BATCH_TOKENS
-            )
-            # One KV stream for all sequences (models with a KV cache): a decode's tokens fit
-            # in it together and it is cleared after each decode, so every input can still
-            # use a whole window. Separate streams would cost a window each and split a
-            # mixed-length batch into several micro-batches.
-            params.kv_unified = True
-        context = llama_cpp.llama_init_from_model(model.pointer, params)
-        if not context:
-            raise EngineError(
-                f"llama.cpp could not create a context of {n_slots} x {config.n_ctx} tokens: "
-                f"out of memory (try a smaller n_ctx or parallel), or a KV cache type this "
-                f"model cannot use (quantised types need a head size that is a multiple of "
-                f"32; try kv_cache_type f16)"
-            )
-        self._context = context
+        self._context = context = created.pointer
         self._memory = llama_cpp.llama_get_memory(context)
-        self.n_ctx = int(llama_cpp.llama_n_ctx_seq(context))  # one slot's window
-        # llama.cpp may round n_ctx up and caps n_batch at the n_ctx asked for: use its values.
-        self.n_batch = int(llama_cpp.llama_n_batch(context))
+        self.n_ctx, self.n_batch = created.n_ctx, created.n_batch
         self.embedding = config.embedding
-        self.embedding_decodes = 0  # llama_decode calls that embedded inputs (for status)
-        self._pooled = False  # llama.cpp pools each sequence (else: mean of token vectors)
-        if config.embedding:
-            self.n_batch = min(self.n_batch, int(llama_cpp.llama_n_ubatch(context)))
-            self.n_ctx = min(config.n_ctx, self.n_ctx)  # the longest input: the model's window
-            pooling = int(llama_cpp.llama_pooling_type(context))
-            if pooling == llama_cpp.LLAMA_POOLING_TYPE_RANK or self.n_batch < self.n_ctx:
-                llama_cpp.llama_free(context)
-                raise EngineError(
-                    "this model is a reranker: it scores pairs, it does not embed"
-                    if pooling == llama_cpp.LLAMA_POOLING_TYPE_RANK
-                    else f"llama.cpp gave an embedding batch of {self.n_batch} tokens, "
-                    f"shorter than the {self.n_ctx}-token window"
-                )
-            self._pooled = pooling != llama_cpp.LLAMA_POOLING_TYPE_NONE
         self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
-        self._slots = [_Slot(seq=index) for index in range(n_slots)]
-        self._n_embd = int(llama_cpp.llama_model_n_embd_out(model.pointer))
-        self._jobs: collections.deque[_Job | _EmbedJob] = collections.deque()
+        self._slots = [_Slot(seq=index) for index in range(created.n_slots)]
+        self._embedder = EmbeddingBatcher(
+            context,
+            self._batch,
+            n_batch=self.n_batch,
+            n_ctx=self.n_ctx,
+            n_embd=int(llama_cpp.llama_model_n_embd_out(model.pointer)),
+            pooled=created.pooled,
+        )
+        self._jobs: collections.deque[_Job | _Group | EmbedJob] = collections.deque()
         self._wakeup = threading.Condition()
         self._closing = False  # no new requests; the thread ends
         self._closed = False  # close() was called
@@ -222,13 +144,42 @@ class Scheduler:
 
     # --- caller side ---------------------------------------------------------------------
     def submit(self, prompt: PreparedPrompt, params: SamplingParams) -> Generation:
-        handle = Generation()
+        return self.submit_choices(prompt, params, 1)[0]
+
+    def submit_choices(
+        self, prompt: PreparedPrompt, params: SamplingParams, n: int
+    ) -> list[Generation]:
+        """n generations of one prompt, which is evaluated once; each has its own sampler
+        (seeded params.seed + i when a seed is given) and its own handle to cancel.
+
+        The group starts when n slots are free at once. Admission stays in arrival order: a
+        group at the head of the queue keeps the slots that free up until it has n, and
+        later requests wait behind it as they would behind any earlier request. So it
+        cannot starve, and it holds the others back only until requests already running
+        end (each is bounded by its max_tokens and its window).
+        """
+        if n < 1:
+            raise EngineError(f"n must be at least 1, not {n}")
+        if n > self.n_slots:
+            raise EngineError(
+                f"n={n} needs {n} slots; this model has {self.n_slots} (the parallel setting)"
+            )
+        submitted = time.perf_counter()
+        jobs = [
+            _Job(
+                prompt,
+                params if params.seed is None else replace(params, seed=params.seed + index),
+                Generation(),
+                submitted,
+            )
+            for index in range(n)
+        ]
         with self._wakeup:
             if self._closing:
                 raise EngineUnavailableError(self.failure or "the engine is shut down")
-            self._jobs.append(_Job(prompt, params, handle, time.perf_counter()))
+            self._jobs.append(jobs[0] if n == 1 else _Group(jobs))
             self._wakeup.notify()
-        return handle
+        return [job.handle for job in jobs]
 
     def submit_embedding(self, inputs: list[list[int]]) -> Future[EmbeddingResult]:
         """Embed token lists on the engine thread; the future holds the vectors."""
@@ -236,7 +187,7 @@ class Scheduler:
         with self._wakeup:
             if self._closing:
                 raise EngineUnavailableError(self.failure or "the engine is shut down")
-            self._jobs.append(_EmbedJob(inputs, result))
+            self._jobs.append(EmbedJob(inputs, result))
             self._wakeup.notify()
         return result
 
@@ -250,6 +201,11 @@ class Scheduler:
         return len(self._slots)
 
     @property
+    def embedding_decodes(self) -> int:
+        """llama_decode calls that embedded inputs (for status)."""
+        return self._embedder.decodes
+
+    @property
     def cached_tokens(self) -> int:
         """Tokens held in the KV cache, over all slots."""
         return sum(len(slot.cached) for slot in self._slots)
@@ -260,6 +216,7 @@ class Scheduler:
 
     @property
     def queue_depth(self) -> int:
+        """Requests waiting (a group of choices is one request)."""
         return len(self._jobs)
 
     @property
@@ -297,7 +254,7 @@ class Scheduler:
                 embeddings = self._admit()
             if embeddings:
                 try:
-                    self._serve_embeddings(embeddings)
+                    self._embedder.serve(embeddings)
                 except Exception as exc:  # a bug here must not leave callers waiting
                     log.error("embedding failed: %s", exc)
                     for job in embeddings:
@@ -311,15 +268,15 @@ class Scheduler:
                     log.debug("generation failure details", exc_info=True)
                     self._fail_all(f"generation failed: {exc}")
 
-    def _admit(self) -> list[_EmbedJob]:
+    def _admit(self) -> list[EmbedJob]:
         """Move queued jobs into free slots, in arrival order (called under the lock).
 
         Returns the embedding jobs at the head of the queue, to be served together.
         """
-        embeddings: list[_EmbedJob] = []
+        embeddings: list[EmbedJob] = []
         while self._jobs:
             job = self._jobs[0]
-            if isinstance(job, _EmbedJob):
+            if isinstance(job, EmbedJob):
                 if self.busy:
                     break  # embeddings run alone (embedding engines never generate)
                 embeddings.append(job)
@@ -327,15 +284,17 @@ class Scheduler:
                 continue
             if embeddings:
                 break
+            group = job.jobs if isinstance(job, _Group) else [job]
             free = [slot for slot in self._slots if slot.job is None]
-            if not free:
-                break
+            if len(free) < len(group):
+                break  # in arrival order: a group keeps the slots that free up (see submit)
             self._jobs.popleft()
             try:
-                self._start(job, free)
+                self._start(group, free)
             except Exception as exc:  # this request cannot start; the others go on
                 log.error("a request could not start: %s", exc, exc_info=exc)
-                self._refuse(job, f"the request could not start: {exc}")
+                for each in group:
+                    self._refuse(each, f"the request could not start: {exc}")
         return embeddings
 
     def _refuse(self, job: _Job, message: str) -> None:
@@ -346,11 +305,26 @@ class Scheduler:
                 slot.cached.clear()  # its KV may be half-written
         job.handle.push(ErrorEvent(message))
 
-    def _start(self, job: _Job, free: list[_Slot]) -> None:
-        tokens = job.prompt.tokens
+    def _start(self, group: list[_Job], free: list[_Slot]) -> None:
+        """Put a request (or a group's choices, one prompt) into free slots.
+
+        A group's first choice reads the prompt in the slot that suits it; the others wait in
+        the slots least worth keeping (empty, else least recently used) for its KV copy.
+        """
+        first = group[0]
+        tokens = first.prompt.tokens
         started = time.perf_counter()
-        if not tokens:
-            job.handle.push(ErrorEvent("the prompt is empty"))
+        samplers: list[Sampler] = []
+        try:
+            if not tokens:
+                raise EngineError("the prompt is empty")
+            for job in group:
+                samplers.append(Sampler(job.params, self._model, self.n_ctx))
+        except EngineError as exc:  # the same prompt and parameters: the same for every choice
+            for sampler in samplers:
+                sampler.close()
+            for job in group:
+                job.handle.push(ErrorEvent(str(exc)))
             return
         slot = self._choose_slot(free, tokens)
         keep = common_prefix_length(slot.cached, tokens)
@@ -360,20 +334,36 @@ class Scheduler:
             keep = 0  # this model's memory cannot drop a tail (recurrent): start over
             llama_cpp.llama_memory_seq_rm(self._memory, slot.seq, -1, -1)
         del slot.cached[keep:]
-        try:
-            sampler = Sampler(job.params, self._model, self.n_ctx)
-        except EngineError as exc:
-            job.handle.push(ErrorEvent(str(exc)))
-            return
-        sampler.remember(tokens)
+        self._assign(slot, first, samplers[0], started, pending=tokens[keep:], reused=keep)
+        others = sorted(
+            (other for other in free if other is not slot),
+            key=lambda other: (bool(other.cached), other.last_used),
+        )
+        for follower, job, sampler in zip(others, group[1:], samplers[1:], strict=False):
+            # Its own KV stays until the copy, for reuse if this choice is cancelled first.
+            self._assign(follower, job, sampler, started, pending=[], reused=len(tokens))
+            follower.source = slot
+            slot.followers.append(follower)
+
+    def _assign(
+        self,
+        slot: _Slot,
+        job: _Job,
+        sampler: Sampler,
+        started: float,
+        *,
+        pending: list[int],
+        reused: int,
+    ) -> None:
+        sampler.remember(job.prompt.tokens)
         slot.job, slot.sampler = job, sampler
-        slot.pending = tokens[keep:]
-        slot.reused = keep
+        slot.pending = pending
+        slot.reused = reused
         slot.started = started
         slot.prefilled = 0.0
         slot.first_token_at = None
         slot.generated = 0
-        slot.limit = min(job.prompt.max_new_tokens, self.n_ctx - len(tokens))
+        slot.limit = min(job.prompt.max_new_tokens, self.n_ctx - len(job.prompt.tokens))
         slot.next_token = None
         slot.assembler = Utf8Assembler()
         slot.stops = StopMatcher(job.params.stop)
@@ -405,8 +395,9 @@ class Scheduler:
         batch, count = self._batch, 0
         for slot in self._slots:
             slot.logits_index, slot.in_batch = -1, []
-            if slot.job is not None and (slot.job.handle.cancel_requested or self._closing):
-                self._finish(slot, "cancelled")
+        for slot in self._slots:
+            while slot.job is not None and (slot.job.handle.cancel_requested or self._closing):
+                self._cancel(slot)
         for slot in self._slots:  # generating slots first: their latency matters most
             if slot.job is not None and slot.next_token is not None and count < self.n_batch:
                 self._add(slot, [slot.next_token], count, logits_for_last=True)
@@ -435,7 +426,45 @@ class Scheduler:
                 if not slot.pending and not slot.prefilled:
                     slot.prefilled = now
             if slot.job is not None and slot.logits_index >= 0:
-                self._sample(slot)
+                if slot.followers:
+                    self._branch(slot)
+                else:
+                    self._sample(slot, slot.logits_index)
+
+    def _cancel(self, slot: _Slot) -> None:
+        heirs = slot.followers
+        if not heirs:
+            self._finish(slot, "cancelled")
+            return
+        # The choice reading its group's prompt is cancelled: a waiting choice takes its
+        # place in this slot, so the prompt is still read once, and the cancelled request
+        # ends in the heir's slot, whose own KV was never touched.
+        heir = heirs.pop(0)
+        heir.source = None
+        slot.job, heir.job = heir.job, slot.job
+        slot.sampler, heir.sampler = heir.sampler, slot.sampler
+        self._finish(heir, "cancelled")
+
+    def _branch(self, source: _Slot) -> None:
+        """The group's prompt is read: copy its KV into each waiting choice's sequence, and
+        let every choice draw its first token from this one row of logits."""
+        followers, source.followers = source.followers, []
+        copy_sequence(
+            self._shape, source.seq, [follower.seq for follower in followers], len(source.cached)
+        )
+        for follower in followers:
+            follower.source = None
+            follower.cached = list(source.cached)
+            follower.prefilled = follower.last_used = source.last_used
+        index = source.logits_index
+        row = np.ctypeslib.as_array(
+            llama_cpp.llama_get_logits_ith(self._context, index), shape=(self._model.n_vocab,)
+        )
+        pristine = row.copy()  # a sampler biases and penalises the row in place
+        self._sample(source, index)
+        for follower in followers:
+            row[:] = pristine
+            self._sample(follower, index)
 
     def _add(self, slot: _Slot, tokens: list[int], start: int, *, logits_for_last: bool) -> None:
         batch, position = self._batch, len(slot.cached)
@@ -451,21 +480,29 @@ class Scheduler:
             slot.logits_index = start + len(tokens) - 1
         slot.in_batch = list(tokens)
 
-    def _sample(self, slot: _Slot) -> None:
+    def _sample(self, slot: _Slot, logits_index: int) -> None:
         assert slot.job is not None and slot.sampler is not None
         if slot.generated >= slot.limit:
             self._finish(slot, "length")
             return
-        token = slot.sampler.sample(self._context, slot.logits_index)
+        token = slot.sampler.sample(self._context, logits_index)
         if slot.first_token_at is None:
             slot.first_token_at = time.perf_counter()
         if self._model.is_end_of_generation(token):
             self._finish(slot, "stop")
             return
         slot.generated += 1
-        text = slot.stops.feed(slot.assembler.feed(self._model.token_bytes(token)))
+        top = slot.job.params.logprobs
+        if top is not None:  # from the logits the sampler saw (biases and penalties applied)
+            logits = llama_cpp.llama_get_logits_ith(self._context, logits_index)
+            slot.logprobs.append(token_logprob(self._model, logits, token, top))
+        # Special tokens are written out: a tool call's marker ([TOOL_CALLS], <|python_tag|>)
+        # is a control token in some vocabularies, and its parser must see it.
+        piece = self._model.token_bytes(token, special=True)
+        text = slot.stops.feed(slot.assembler.feed(piece))
         if text:
-            slot.job.handle.push(TokenEvent(text))
+            slot.job.handle.push(TokenEvent(text, tuple(slot.logprobs)))
+            slot.logprobs.clear()
         if slot.stops.stopped:
             self._finish(slot, "stop")
         elif slot.generated >= slot.limit:
@@ -477,8 +514,9 @@ class Scheduler:
         job = slot.job
         assert job is not None
         tail = slot.stops.feed(slot.assembler.flush()) + slot.stops.flush()
-        if tail and reason != "cancelled":
-            job.handle.push(TokenEvent(tail))
+        if (tail or slot.logprobs) and reason != "cancelled":
+            job.handle.push(TokenEvent(tail, tuple(slot.logprobs)))
+        slot.logprobs.clear()
         ended = time.perf_counter()
         first = slot.first_token_at or ended
         prefilled = slot.prefilled or ended
@@ -508,6 +546,11 @@ class Scheduler:
     def _release(self, slot: _Slot) -> None:
         if slot.sampler is not None:
             slot.sampler.close()
+        if slot.source is not None:  # a choice ended before its copy: it waits no more
+            slot.source.followers.remove(slot)
+        for follower in slot.followers:  # only on failures, which end its followers too
+            follower.source = None
+        slot.source, slot.followers = None, []
         slot.job, slot.sampler, slot.next_token = None, None, None
         slot.pending = []  # the KV of what was evaluated stays, for prefix reuse
         with self._wakeup:
@@ -518,8 +561,8 @@ class Scheduler:
             if slot.job is not None:
                 self._finish(slot, "cancelled")
         now = time.perf_counter()
-        for job in self._jobs:
-            if isinstance(job, _EmbedJob):
+        for job in self._queued_jobs(list(self._jobs)):
+            if isinstance(job, EmbedJob):
                 job.result.cancel()
                 continue
             job.handle.cancel()  # never started: cancelled, with nothing evaluated
@@ -551,117 +594,21 @@ class Scheduler:
             if slot.job is not None:
                 slot.job.handle.push(ErrorEvent(message, unavailable=True))
                 slot.job = None
-        for job in jobs:
-            if isinstance(job, _EmbedJob):
+        for job in self._queued_jobs(jobs):
+            if isinstance(job, EmbedJob):
                 if not job.result.done():
                     job.result.set_exception(EngineUnavailableError(message))
             else:
                 job.handle.push(ErrorEvent(message, unavailable=True))
 
-    def _serve_embeddings(self, jobs: list[_EmbedJob]) -> None:
-        """Embed every input of these jobs, as many inputs per decode as fit, in order."""
-        queue: collections.deque[tuple[_EmbedJob, list[int]]] = collections.deque()
-        for job in jobs:
-            if not job.result.set_running_or_notify_cancel():
-                continue
-            problem = self._embedding_input_error(job.inputs)
-            if problem is not None:
-                job.result.set_exception(problem)
-            elif not job.inputs:
-                job.result.set_result(EmbeddingResult([], 0))
-            else:
-                queue.extend((job, tokens) for tokens in job.inputs)
-        budget = min(EMBEDDING_BATCH_TOKENS, self.n_batch)
-        while queue:
-            group: list[tuple[_EmbedJob, list[int]]] = []
-            n_tokens = 0
-            while queue and len(group) < EMBEDDING_SEQUENCES:
-                job, tokens = queue[0]
-                if job.result.done():  # failed in an earlier decode: drop its other inputs
-                    queue.popleft()
-                elif not group or n_tokens + len(tokens) <= budget:
-                    group.append(queue.popleft())
-                    n_tokens += len(tokens)
-                else:
-                    break
-            if not group:
-                continue
-            try:
-                vectors = self._embed_group([tokens for _, tokens in group])
-            except Exception as exc:  # fail these requests; the thread keeps serving
-                log.error("embedding failed: %s", exc)
-                for job, _ in group:
-                    if not job.result.done():
-                        job.result.set_exception(exc)
-                continue
-            for (job, _), vector in zip(group, vectors.tolist(), strict=True):
-                job.vectors.append(vector)
-                if len(job.vectors) == len(job.inputs):
-                    n_prompt = sum(len(tokens) for tokens in job.inputs)
-                    job.result.set_result(EmbeddingResult(job.vectors, n_prompt))
-
-    def _embedding_input_error(self, inputs: list[list[int]]) -> EngineError | None:
-        for tokens in inputs:
-            if not tokens:
-                return EngineError("cannot embed an empty input")
-            if len(tokens) > self.n_ctx:
-                return ContextOverflowError(
-                    f"an input of {len(tokens)} tokens is longer than the model's "
-                    f"{self.n_ctx}-token window",
-                    n_prompt_tokens=len(tokens),
-                    n_ctx=self.n_ctx,
-                )
-        return None
-
-    def _embed_group(self, inputs: list[list[int]]) -> npt.NDArray[np.float32]:
-        """One decode for these inputs, each its own sequence: their L2-normalised vectors."""
-        batch, index = self._batch, 0
-        for seq, tokens in enumerate(inputs):
-            for position, token in enumerate(tokens):
-                batch.token[index] = token
-                batch.pos[index] = position
-                batch.n_seq_id[index] = 1
-                batch.seq_id[index][0] = seq
-                batch.logits[index] = True  # pooling reads every token's output
-                index += 1
-        batch.n_tokens = index
-        try:
-            self.embedding_decodes += 1
-            status = llama_cpp.llama_decode(self._context, batch)
-            if status != 0:
-                raise EngineError(f"llama_decode failed with status {status} while embedding")
-            vectors = np.empty((len(inputs), self._n_embd), dtype=np.float32)
-            first = 0  # batch index of this input's first token
-            for seq, tokens in enumerate(inputs):
-                if self._pooled:
-                    vectors[seq] = self._embedding_row(
-                        llama_cpp.llama_get_embeddings_seq(self._context, seq)
-                    )
-                else:  # no pooling in this model: average the token vectors
-                    rows = range(first, first + len(tokens))
-                    vectors[seq] = np.mean(
-                        [
-                            self._embedding_row(
-                                llama_cpp.llama_get_embeddings_ith(self._context, row)
-                            )
-                            for row in rows
-                        ],
-                        axis=0,
-                    )
-                first += len(tokens)
-        finally:
-            self._forget_cache()  # the next decode's sequences start from position 0
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        norms[norms == 0] = 1.0  # an all-zero vector stays zero rather than NaN
-        normalised: npt.NDArray[np.float32] = vectors / norms
-        return normalised
-
-    def _embedding_row(self, pointer: Any) -> npt.NDArray[np.float32]:
-        """A view of n_embd floats llama.cpp returned (NULL: an error, not a crash)."""
-        if not pointer:
-            raise EngineError("llama.cpp returned no embedding")
-        row: npt.NDArray[np.float32] = np.ctypeslib.as_array(pointer, shape=(self._n_embd,))
-        return row
+    @staticmethod
+    def _queued_jobs(queued: list[_Job | _Group | EmbedJob]) -> list[_Job | EmbedJob]:
+        """The queue with each group's choices in place of the group."""
+        return [
+            job
+            for entry in queued
+            for job in (entry.jobs if isinstance(entry, _Group) else [entry])
+        ]
 
     def _forget_cache(self) -> None:
         llama_cpp.llama_memory_clear(self._memory, True)

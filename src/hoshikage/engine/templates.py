@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+import string
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from hoshikage.engine.types import ChatMessage, EngineError
+from hoshikage.engine.types import ChatMessage, EngineError, ToolSpec
 
 # The conversation as one running text: what a base (non-chat) model continues best.
 # A user message followed by the model's answer is joined without a break, since the
@@ -77,6 +79,8 @@ class ChatTemplate:
         except jinja2.TemplateSyntaxError as exc:
             raise EngineError(f"chat template ({origin}) does not compile: {exc}") from exc
         self.source = source
+        # Mistral's templates refuse call ids that are not 9 letters and digits.
+        self._nine_char_ids = "length 9" in source
         self.origin = origin
         self.bos_token = bos_token
         self.eos_token = eos_token
@@ -101,16 +105,83 @@ class ChatTemplate:
             **tokens,
         )
 
-    def render(self, messages: Sequence[ChatMessage], *, add_generation_prompt: bool = True) -> str:
+    @property
+    def renders_tools(self) -> bool:
+        """Whether the template itself lays out `tools` (else they go in a system prompt)."""
+        return "tools" in self.source
+
+    def render(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        add_generation_prompt: bool = True,
+        tools: Sequence[ToolSpec] | None = None,
+        variables: Mapping[str, Any] | None = None,
+    ) -> str:
+        """The prompt, with Hugging Face's conventions for what templates are given: tools as
+        `{"type": "function", "function": {...}}`, an assistant's calls as `tool_calls` with
+        arguments as objects, tool results with `tool_call_id` and `name`, thinking as
+        `reasoning_content`; `variables` are extra switches such as `enable_thinking`."""
         try:
             return self._template.render(
-                messages=[{"role": m.role, "content": m.content} for m in messages],
+                **dict(variables or {}),
+                messages=[template_message(m, self._nine_char_ids) for m in messages],
                 add_generation_prompt=add_generation_prompt,
                 bos_token=self.bos_token,
                 eos_token=self.eos_token,
-                tools=None,
+                tools=[template_tool(tool) for tool in tools] if tools else None,
             )
         except jinja2.TemplateError as exc:
             raise EngineError(
                 f"the model's chat template rejected the conversation: {exc}"
             ) from exc
+
+
+def template_tool(tool: ToolSpec) -> dict[str, Any]:
+    return {
+        "type": "function",
+        "function": {
+            "name": tool.name,
+            "description": tool.description,
+            "parameters": tool.parameters,
+        },
+    }
+
+
+def template_message(message: ChatMessage, nine_char_ids: bool = False) -> dict[str, Any]:
+    def call_id(value: str) -> str:
+        return nine_chars(value) if nine_char_ids else value
+
+    rendered: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.tool_calls:
+        rendered["tool_calls"] = [
+            {
+                "id": call_id(call.id),
+                "type": "function",
+                "function": {"name": call.name, "arguments": call.arguments_object()},
+            }
+            for call in message.tool_calls
+        ]
+    if message.tool_call_id is not None:
+        rendered["tool_call_id"] = call_id(message.tool_call_id)
+    if message.name is not None:
+        rendered["name"] = message.name
+    if message.reasoning:
+        rendered["reasoning_content"] = message.reasoning
+    return rendered
+
+
+_ALPHANUMERIC = string.ascii_letters + string.digits
+
+
+def nine_chars(call_id: str) -> str:
+    """A call id as Mistral's templates take it (9 letters and digits), the same for a call
+    and the result that answers it."""
+    if len(call_id) == 9 and call_id.isascii() and call_id.isalnum():
+        return call_id
+    number = int.from_bytes(hashlib.sha256(call_id.encode("utf-8")).digest()[:8], "big")
+    digits = []
+    for _ in range(9):
+        number, digit = divmod(number, len(_ALPHANUMERIC))
+        digits.append(_ALPHANUMERIC[digit])
+    return "".join(digits)

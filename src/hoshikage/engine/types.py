@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 Role = Literal["system", "user", "assistant", "tool"]
 FinishReason = Literal["stop", "length", "cancelled"]
@@ -29,16 +30,58 @@ class EngineUnavailableError(EngineError):
 class ContextOverflowError(EngineError):
     """A prompt cannot fit the context window even after dropping history."""
 
-    def __init__(self, message: str, *, n_prompt_tokens: int, n_ctx: int) -> None:
+    def __init__(
+        self, message: str, *, n_prompt_tokens: int, n_ctx: int, input_name: str = "messages"
+    ) -> None:
         super().__init__(message)
         self.n_prompt_tokens = n_prompt_tokens
         self.n_ctx = n_ctx
+        self.input_name = input_name  # what was too long: "messages", "prompt", "input"
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """A function the model may call: its name, what it does, and a JSON Schema of its
+    arguments (an object schema)."""
+
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = field(default_factory=lambda: {"type": "object"})
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """One call the model made: an id that its result answers, the function, and the
+    arguments as JSON text of an object (as OpenAI carries them)."""
+
+    id: str
+    name: str
+    arguments: str = "{}"
+
+    def arguments_object(self) -> dict[str, Any]:
+        """The arguments parsed; {} for text that is not a JSON object (a model's slip)."""
+        try:
+            value = json.loads(self.arguments)
+        except ValueError:
+            return {}
+        return value if isinstance(value, dict) else {}
 
 
 @dataclass(frozen=True)
 class ChatMessage:
+    """One message of a conversation, in no wire format's shape.
+
+    An assistant message may carry `tool_calls` (and `reasoning`, its thinking, which is
+    never part of `content`); a tool message answers the call `tool_call_id`, of the tool
+    `name`.
+    """
+
     role: Role
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    name: str | None = None
+    reasoning: str | None = None
 
 
 @dataclass(frozen=True)
@@ -59,6 +102,12 @@ class SamplingParams:
     logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias); -inf bans a token
     ignore_eos: bool = False  # keep generating past end-of-generation tokens (benchmarks)
     grammar: str | None = None  # GBNF the output must follow (see engine.grammar)
+    # With triggers, the grammar is lazy: free text until one of these regular expressions
+    # matches the output, constrained from the match on (a tool call's opening marker).
+    grammar_triggers: tuple[str, ...] = ()
+    # Log-probabilities of each sampled token: None off, 0 the token's own, n also the n
+    # most likely tokens at its step.
+    logprobs: int | None = None
 
     @property
     def greedy(self) -> bool:
@@ -103,10 +152,29 @@ def _rate(count: int, seconds: float) -> float:
 
 
 @dataclass(frozen=True)
+class Candidate:
+    token: int
+    text: str
+    logprob: float
+    bytes: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """A sampled token's log-probability, and the most likely tokens at its step."""
+
+    chosen: Candidate
+    top: tuple[Candidate, ...] = ()
+
+
+@dataclass(frozen=True)
 class TokenEvent:
-    """A piece of answer text; may be empty of text while a stop string is still undecided."""
+    """A piece of answer text; may be empty of text while a stop string is still undecided.
+    With logprobs asked for, the log-probabilities of the tokens sampled since the last
+    event (text held back for a stop string comes later, its tokens' logprobs with it)."""
 
     text: str
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -133,6 +201,7 @@ class PreparedPrompt:
     tokens: list[int]
     dropped_messages: int = 0
     max_new_tokens: int = 0
+    prompt_tail: str = ""  # the rendered prompt's end: did the template open a thinking block?
 
 
 @dataclass(frozen=True)
