@@ -15,7 +15,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from hoshikage.api import create_app
-from hoshikage.api.app import AppState
+from hoshikage.api.deps import AppState
 from hoshikage.config import Settings, load_settings
 from hoshikage.models.synthetic import ModelShape, build_random_model_like
 

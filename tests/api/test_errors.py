@@ -65,6 +65,15 @@ def embedding(**fields: Any) -> dict[str, Any]:
     return {"model": "minilm", "input": "hello", **fields}
 
 
+def tool(name: str, parameters: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "function", "function": {"name": name, "parameters": parameters}}
+
+
+def called(arguments: str) -> dict[str, Any]:
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": arguments}}
+    return {"role": "assistant", "content": None, "tool_calls": [call]}
+
+
 IMAGE = [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]
 BAD_SCHEMA = {"type": "object", "properties": {"a": {"$ref": "#/nowhere"}}}
 
@@ -95,10 +104,30 @@ TABLE = [
         says="image input is not supported",
     ),
     Bad(
-        "assistant tool calls",
+        "assistant tool call without its function",
         CHAT,
         chat(messages=[{"role": "assistant", "tool_calls": [{"id": "1"}]}, *ONCE]),
-        says="tool calls",
+        param="messages.0.tool_calls.0.function",
+    ),
+    Bad(
+        "tool call arguments not a JSON object",
+        CHAT,
+        chat(messages=[called("not json"), *ONCE]),
+        param="messages[0].tool_calls",
+        says="not a JSON object",
+    ),
+    Bad(
+        "tool result answering no call",
+        CHAT,
+        chat(messages=[*ONCE, {"role": "tool", "tool_call_id": "nobody", "content": "1"}]),
+        param="messages[1].tool_call_id",
+        says="answers no call",
+    ),
+    Bad(
+        "tool message without tool_call_id",
+        CHAT,
+        chat(messages=[*ONCE, {"role": "tool", "content": "1"}]),
+        says="needs the tool_call_id",
     ),
     Bad("negative max_tokens", CHAT, chat(max_tokens=-5), param="max_tokens"),
     Bad(
@@ -120,13 +149,52 @@ TABLE = [
         chat(frequency_penalty=-3),
         param="frequency_penalty",
     ),
-    Bad("n=2", CHAT, chat(n=2), param="n", says="n=2 is not supported"),
+    Bad("n=0", CHAT, chat(n=0), param="n"),
+    Bad("n beyond the slots", CHAT, chat(n=16), says="slots"),
+    Bad("n with a session", CHAT, chat(n=2, session_id="s"), param="n", says="session"),
     Bad(
-        "tools", CHAT, chat(tools=[{"type": "function", "function": {"name": "f"}}]), param="tools"
+        "tool parameters not an object schema",
+        CHAT,
+        chat(tools=[tool("f", {"type": "string"})]),
+        param="tools[0].function.parameters",
     ),
-    Bad("tool_choice required", CHAT, chat(tool_choice="required"), param="tool_choice"),
-    Bad("logprobs", CHAT, chat(logprobs=True), param="logprobs"),
-    Bad("top_logprobs", CHAT, chat(top_logprobs=3), param="top_logprobs"),
+    Bad(
+        "tool parameters not a usable schema",
+        CHAT,
+        chat(tools=[tool("f", BAD_SCHEMA)]),
+        param="tools[0].function.parameters",
+    ),
+    Bad(
+        "tool name with spaces",
+        CHAT,
+        chat(tools=[tool("get weather", {"type": "object"})]),
+        param="tools[0].function.name",
+    ),
+    Bad(
+        "two tools of one name",
+        CHAT,
+        chat(tools=[tool("f", {"type": "object"}), tool("f", {"type": "object"})]),
+        param="tools[1].function.name",
+    ),
+    Bad(
+        "tool_choice required without tools",
+        CHAT,
+        chat(tool_choice="required"),
+        param="tool_choice",
+    ),
+    Bad(
+        "tool_choice naming a function not among the tools",
+        CHAT,
+        chat(
+            tools=[tool("f", {"type": "object"})],
+            tool_choice={"type": "function", "function": {"name": "g"}},
+        ),
+        param="tool_choice",
+        says="not among the tools",
+    ),
+    Bad("tool of another type", CHAT, chat(tools=[{"type": "web_search"}]), param="tools.0.type"),
+    Bad("top_logprobs without logprobs", CHAT, chat(top_logprobs=3), says="needs logprobs"),
+    Bad("top_logprobs above 20", CHAT, chat(logprobs=True, top_logprobs=21), param="top_logprobs"),
     Bad("audio output", CHAT, chat(modalities=["text", "audio"]), param="modalities"),
     Bad("logit_bias key not a token id", CHAT, chat(logit_bias={"abc": 1}), param="logit_bias"),
     Bad("logit_bias value out of range", CHAT, chat(logit_bias={"5": 500}), param="logit_bias"),
@@ -182,20 +250,46 @@ TABLE = [
         status=413,
     ),
     # --- completions
-    Bad("token-array prompt", COMPLETIONS, completion(prompt=[1, 2, 3]), param="prompt"),
-    Bad("two prompts", COMPLETIONS, completion(prompt=["a", "b"]), param="prompt"),
+    Bad(
+        "token id outside the vocabulary",
+        COMPLETIONS,
+        completion(prompt=[1, 2, 10_000_000]),
+        says="outside the vocabulary",
+    ),
+    Bad("seventeen prompts", COMPLETIONS, completion(prompt=["a"] * 17), param="prompt"),
+    Bad("empty token prompt", COMPLETIONS, completion(prompt=[[1], []]), param="prompt"),
+    Bad(
+        "echo of a token prompt",
+        COMPLETIONS,
+        completion(prompt=[1, 2], echo=True),
+        param="echo",
+    ),
+    Bad(
+        "prompt longer than the context",
+        COMPLETIONS,
+        completion(prompt=[1] * 600),
+        param="prompt",
+        says="context window",
+    ),
     Bad("empty prompt list", COMPLETIONS, completion(prompt=[]), param="prompt"),
     Bad("no prompt", COMPLETIONS, {"model": STORIES}, param="prompt"),
     Bad("suffix", COMPLETIONS, completion(suffix="end"), param="suffix"),
     Bad("best_of", COMPLETIONS, completion(best_of=3), param="best_of"),
-    Bad("completion logprobs", COMPLETIONS, completion(logprobs=2), param="logprobs"),
+    Bad("completion logprobs above 20", COMPLETIONS, completion(logprobs=21), param="logprobs"),
     Bad(
         "completion negative max_tokens", COMPLETIONS, completion(max_tokens=-1), param="max_tokens"
     ),
     Bad("completion malformed json", COMPLETIONS, b"{nope}", says="malformed JSON"),
     Bad("completion of an embedding model", COMPLETIONS, completion(model="minilm"), param="model"),
     # --- embeddings
-    Bad("token-array input", EMBEDDINGS, embedding(input=[[1, 2]]), param="input"),
+    Bad("negative token id input", EMBEDDINGS, embedding(input=[[1, -2]]), param="input"),
+    Bad(
+        "input longer than the window",
+        EMBEDDINGS,
+        embedding(input=[[101] * 600]),
+        param="input",
+        says="window",
+    ),
     Bad("empty input list", EMBEDDINGS, embedding(input=[]), param="input"),
     Bad("empty input string", EMBEDDINGS, embedding(input=""), param="input"),
     Bad("no input", EMBEDDINGS, {"model": "minilm"}, param="input"),

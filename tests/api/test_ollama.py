@@ -250,7 +250,7 @@ def test_tags_lists_registered_and_configured_models(
 
 def test_show(client: ollama.Client, minilm: str) -> None:
     shown = client.show(MODEL)
-    assert shown.capabilities == ["completion"]
+    assert shown.capabilities == ["completion", "tools"]
     assert shown.details is not None and shown.details.family == "llama"
     assert shown.modelinfo is not None
     assert shown.modelinfo["general.architecture"] == "llama"

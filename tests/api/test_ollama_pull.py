@@ -53,7 +53,7 @@ def test_pull_streams_progress_then_the_model_runs(
     answer = client.generate(model=name, prompt="Once upon a time", options=GREEDY)
     assert "Lily" in (answer.response or "")
     shown = client.show(name)
-    assert shown.capabilities == ["completion"]
+    assert shown.capabilities == ["completion", "tools"]
 
 
 def test_pull_without_streaming(hub: FakeHub, live_server: LiveServer) -> None:

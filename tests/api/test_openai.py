@@ -304,5 +304,5 @@ def test_errors_are_the_packages_own_exceptions(api: openai.OpenAI) -> None:
         api.chat.completions.create(model="minilm", messages=ONCE)
     with pytest.raises(openai.BadRequestError, match="text generation model"):
         api.embeddings.create(model=STORIES, input="hello")
-    with pytest.raises(openai.BadRequestError, match="n=3"):
-        api.chat.completions.create(model=STORIES, messages=ONCE, n=3)
+    with pytest.raises(openai.BadRequestError, match="slots"):
+        api.chat.completions.create(model=STORIES, messages=ONCE, n=9)

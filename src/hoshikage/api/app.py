@@ -4,32 +4,37 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import hashlib
 import hmac
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 
 from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hoshikage import __version__
+from hoshikage.api import (
+    catalogue_routes,
+    memory_routes,
+    native_routes,
+    ollama_routes,
+    openai_routes,
+    pull_routes,
+)
+from hoshikage.api.deps import EXPOSED_HEADERS, AppState, admin_required, model_resolver
 from hoshikage.api.errors import ApiError, error_response, install_error_handlers
 from hoshikage.api.metrics import Metrics, MetricsMiddleware
-from hoshikage.api.service import InferenceService, Run
+from hoshikage.api.service import InferenceService
 from hoshikage.config import Settings
-from hoshikage.memory.bank import MemoryBank
 from hoshikage.memory.embedder import FunctionEmbedder, embedding_space
 from hoshikage.memory.indexer import MemoryIndexer
 from hoshikage.memory.setup import memory_bank
-from hoshikage.models.gguf_info import GgufError, read_gguf_info
-from hoshikage.models.manager import ModelManager, ModelSpec, UnknownModelError
+from hoshikage.models.gguf_info import GgufError
+from hoshikage.models.manager import ModelManager, UnknownModelError
 from hoshikage.models.registry import ModelRegistry
 from hoshikage.store import Database, SessionStore
+
+__all__ = ["AppState", "create_app", "load_api_keys"]  # AppState: the CLI reaches it here
 
 log = logging.getLogger(__name__)
 
@@ -37,34 +42,6 @@ OPEN_PATHS = frozenset({"/health"})  # reachable without an API key
 # Routes that change the models every key uses: with keys set, only an admin key may call
 # them (routes that change models only for some bodies call require_admin themselves).
 ADMIN_PATHS = frozenset({"/api/pull", "/api/delete", "/api/copy", "/api/create", "/api/push"})
-DROPPED_HEADER = "X-Hoshikage-Dropped-Messages"  # older messages left out of the prompt
-SESSION_HEADER = "X-Session-Id"  # the session a turn was stored in
-MEMORIES_HEADER = "X-Hoshikage-Memories"  # ids of the memories put into the context
-# Response headers a browser app may read (CORS).
-EXPOSED_HEADERS = (DROPPED_HEADER, SESSION_HEADER, MEMORIES_HEADER, "Retry-After")
-
-
-@dataclass
-class AppState:
-    """Everything a route may use, reached as `request.app.state.hoshikage`."""
-
-    settings: Settings
-    database: Database
-    sessions: SessionStore
-    registry: ModelRegistry
-    manager: ModelManager
-    service: InferenceService
-    api_keys: frozenset[str]  # every key accepted, admin keys included
-    admin_api_keys: frozenset[str]  # keys that may also change models
-    metrics: Metrics  # routes of every API report finished generations here
-    bank: MemoryBank | None = None  # None: memory is switched off
-    started_at: float = field(default_factory=time.time)
-    ready: bool = False
-
-
-def state_of(request: Request) -> AppState:
-    state: AppState = request.app.state.hoshikage
-    return state
 
 
 def load_api_keys(settings: Settings) -> frozenset[str]:
@@ -76,50 +53,6 @@ def load_api_keys(settings: Settings) -> frozenset[str]:
             raise ValueError(f"cannot read api_key_file {settings.api_key_file}: {exc}") from exc
         keys.update(line.strip() for line in text.splitlines() if line.strip())
     return frozenset(keys)
-
-
-def configured_models(settings: Settings) -> dict[str, Path]:
-    """The models the settings name to serve (`model`, `embedding_model`): name → file."""
-    return {
-        name: settings.model_aliases.get(name, Path(name)).expanduser()
-        for name in (settings.model, settings.embedding_model)
-        if name
-    }
-
-
-def served_models(settings: Settings) -> dict[str, Path]:
-    """Models the settings name, as listed to clients: the aliases, and the configured
-    models given by path under their files' stems (one named by an alias keeps that name
-    only, so that it is listed once)."""
-    served: dict[str, Path] = {
-        alias: path.expanduser() for alias, path in settings.model_aliases.items()
-    }
-    for name, path in configured_models(settings).items():
-        if name not in settings.model_aliases:
-            served.setdefault(path.stem, path)
-    return served
-
-
-def run_headers(run: Run) -> dict[str, str]:
-    """What a chat's response headers say about its context, in either API."""
-    headers = {DROPPED_HEADER: str(run.dropped_messages)}
-    if run.session_id is not None:
-        headers[SESSION_HEADER] = run.session_id
-    if run.context is not None:
-        headers[MEMORIES_HEADER] = ",".join(str(m.id) for m in run.context.memories)
-    if run.dropped_messages:
-        log.info("dropped %d old messages to fit n_ctx %d", run.dropped_messages, run.n_ctx)
-    return headers
-
-
-def namespace_of(request: Request, user: str | None = None) -> str:
-    """Whose memory a request reads and writes: its API key's (never the key itself), a
-    `user` within it, or the local user's when the server has no keys."""
-    base = "local"
-    if state_of(request).api_keys:
-        token = request.headers.get("authorization", "").partition(" ")[2].strip()
-        base = "key:" + hashlib.sha256(token.encode("utf-8")).hexdigest()[:16]
-    return f"{base}/user:{user}" if user else base
 
 
 class ServiceEmbedding:
@@ -140,54 +73,6 @@ class ServiceEmbedding:
             self._service.embed(self._model, texts, truncate=True), self.loop
         )
         return future.result(timeout=self.TIMEOUT_S).vectors
-
-
-@functools.lru_cache(maxsize=64)
-def _embedding_by_header(path: Path, mtime_ns: int) -> bool:
-    try:
-        return read_gguf_info(path).is_embedding_model
-    except (GgufError, OSError):
-        return False  # loading will fail with the real reason
-
-
-def is_embedding_file(path: Path) -> bool:
-    """Whether a configured (unregistered) model file is an embedding model, from its header."""
-    try:
-        return _embedding_by_header(path, path.stat().st_mtime_ns)
-    except OSError:
-        return False
-
-
-def model_resolver(settings: Settings, registry: ModelRegistry) -> Callable[[str], ModelSpec]:
-    """Names clients may use: registered models, configured aliases, and the served model.
-
-    A client never names a path: only what the operator registered or configured is opened.
-    """
-    served = served_models(settings)
-    for name, path in configured_models(settings).items():
-        served.setdefault(name, path)  # also answers to the name it was configured with
-
-    def resolve(name: str) -> ModelSpec:
-        record = registry.find(name)
-        if record is not None:
-            return ModelSpec(
-                name=record.name,
-                path=Path(record.path),
-                embedding=record.embedding,
-                keep_alive_s=record.keep_alive_s,
-            )
-        path = served.get(name) or served.get(name.removesuffix(":latest"))
-        if path is not None:
-            return ModelSpec(
-                name=name.removesuffix(":latest"), path=path, embedding=is_embedding_file(path)
-            )
-        known = sorted({*served, *(r.name for r in registry.list())})
-        raise UnknownModelError(
-            f"model {name!r} not found; available: {', '.join(known) or 'none'} "
-            f"(add one with `hoshikage models add` or `pull`)"
-        )
-
-    return resolve
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -221,6 +106,7 @@ def create_app(settings: Settings) -> FastAPI:
         metrics=Metrics(manager, service),
         bank=service.bank,
     )
+    service.observe_finish = state.metrics.observe_finish
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -327,26 +213,13 @@ def _matching_key(request: Request, keys: frozenset[str]) -> str | None:
     return found
 
 
-def admin_required(what: str) -> ApiError:
-    return ApiError(
-        403,
-        f"{what} changes the models every key uses: it needs an admin API key "
-        "(admin_api_keys / --admin-api-key)",
-        code="admin_key_required",
-    )
-
-
-def require_admin(request: Request, what: str) -> None:
-    """Refuse a model-changing request from a plain key (no keys at all: everyone may)."""
-    if state_of(request).api_keys and not getattr(request.state, "admin", False):
-        raise admin_required(what)
-
-
 def _include_routes(app: FastAPI) -> None:
-    from hoshikage.api import memory_routes, native_routes, ollama_routes, openai_routes
-
+    # Only /v1/models/{model_id:path} takes a path; it comes after the other /v1 routes it
+    # could otherwise shadow, as it did inside the OpenAI router.
     app.include_router(openai_routes.router)
+    app.include_router(catalogue_routes.router)
     app.include_router(ollama_routes.router)
+    app.include_router(pull_routes.router)
     app.include_router(native_routes.router)
     app.include_router(memory_routes.router)
 

@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from hoshikage.engine import ContextOverflowError, EngineError, EngineUnavailableError
 from hoshikage.models.manager import ManagerError, OverloadedError, UnknownModelError
 from hoshikage.store import StoreError
+from hoshikage.turns.vocabulary import TurnRequestError
 
 log = logging.getLogger(__name__)
 
@@ -95,12 +96,14 @@ def as_api_error(exc: Exception) -> ApiError:
         return ApiError(
             400,
             f"{exc} (n_prompt_tokens={exc.n_prompt_tokens}, n_ctx={exc.n_ctx})",
-            param="messages",
+            param=exc.input_name,
             code="context_length_exceeded",
             details={"n_prompt_tokens": exc.n_prompt_tokens, "n_ctx": exc.n_ctx},
         )
     if isinstance(exc, EngineUnavailableError):  # the engine stopped; it is being reloaded
         return ApiError(503, str(exc), code="engine_unavailable", headers={"Retry-After": "1"})
+    if isinstance(exc, TurnRequestError):  # tools, tool_choice or a history out of order
+        return ApiError(400, str(exc), param=exc.param)
     if isinstance(exc, EngineError):
         return ApiError(400, str(exc))
     if isinstance(exc, RecursionError):  # JSON or a schema nested deeper than can be read

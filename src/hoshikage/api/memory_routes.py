@@ -16,8 +16,8 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import ConfigDict, Field, field_validator
 
-from hoshikage.api.app import namespace_of, state_of
 from hoshikage.api.bounds import CheckedBody
+from hoshikage.api.deps import namespace_of, state_of
 from hoshikage.api.errors import ApiError
 from hoshikage.memory.bank import MemoryBank, memory_json
 from hoshikage.store import MemoryFilter, StoreError

@@ -17,14 +17,15 @@ from fastapi.responses import JSONResponse
 from pydantic import ConfigDict, Field
 
 from hoshikage import __version__
-from hoshikage.api.app import model_resolver, namespace_of, state_of
 from hoshikage.api.bounds import CheckedBody
+from hoshikage.api.deps import model_resolver, namespace_of, state_of
 from hoshikage.api.errors import ApiError
 from hoshikage.api.metrics import CONTENT_TYPE_LATEST
 from hoshikage.conversation.presets import PresetBook
 from hoshikage.models.manager import UnknownModelError
 from hoshikage.store import MessageRecord, SessionRecord, StoreError
 from hoshikage.store.sessions import owner_of
+from hoshikage.store.transfer import tool_fields
 from hoshikage.sysinfo import gpu_memory, peak_rss_bytes, rss_bytes
 
 log = logging.getLogger(__name__)
@@ -160,6 +161,7 @@ def _message_json(message: MessageRecord) -> dict[str, Any]:
         "decode_tokens_per_s": message.decode_tokens_per_s,
         "total_s": message.total_s,
         "finish_reason": message.finish_reason,
+        **tool_fields(message),  # tool_calls, tool_call_id, tool_name, reasoning when present
     }
 
 

@@ -34,8 +34,11 @@ from hoshikage.api.bounds import (
     TopK,
     TopP,
 )
+from hoshikage.api.tool_schemas import NamedToolChoice, ToolIn
+from hoshikage.engine.logprobs import MAX_TOP_LOGPROBS
 
 T = TypeVar("T")
+TopLogprobs = Annotated[int, Field(ge=0, le=MAX_TOP_LOGPROBS)]
 
 # What GET /api/version reports: tools compare it against the Ollama release that added a
 # feature (structured outputs came in 0.5.0), and everything up to this one is implemented.
@@ -157,12 +160,23 @@ class Options(OllamaBody):
         return value
 
 
+class FunctionCall(OllamaBody):
+    name: str = Field(min_length=1, max_length=64)
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class ToolCallIn(OllamaBody):
+    function: FunctionCall
+    id: str | None = Field(None, max_length=200)
+
+
 class Message(OllamaBody):
     role: Literal["system", "user", "assistant", "tool"]
     content: str | None = None
     images: list[str] | None = None
-    tool_calls: list[Any] | None = None
-    tool_name: str | None = None
+    tool_calls: list[ToolCallIn] | None = Field(None, max_length=128)
+    tool_name: str | None = Field(None, max_length=256)
+    tool_call_id: str | None = Field(None, max_length=200)
     thinking: str | None = None
 
 
@@ -174,6 +188,10 @@ class GenerationRequest(ModelRequest):
     options: Options | None = None
     keep_alive: KeepAlive | None = None
     think: bool | Literal["high", "medium", "low"] | None = None
+    logprobs: bool | None = Field(None, description="Each token's log-probability.")
+    top_logprobs: Whole[TopLogprobs] | None = Field(
+        None, description="With logprobs: this many most likely tokens at each step."
+    )
 
     @property
     def streaming(self) -> bool:
@@ -184,7 +202,14 @@ class ChatRequest(GenerationRequest):
     messages: list[Message] | None = Field(
         None, description="The conversation; empty: only load (or unload) the model."
     )
-    tools: list[Any] | None = None
+    tools: list[ToolIn] | None = Field(None, max_length=128)
+    # Hoshikage extras (Ollama has neither): honoured as in the OpenAI API.
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = Field(
+        None, description="Hoshikage: auto (default), none, required, or a named function."
+    )
+    parallel_tool_calls: bool | None = Field(
+        None, description="Hoshikage: false allows at most one call per answer."
+    )
     session_id: str | None = Field(
         None, description="A stored session (id or name) to continue and save the turn in."
     )
@@ -319,6 +344,8 @@ class ShowResponse(BaseModel):
 class ResponseMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str
+    thinking: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
 
 
 class _Done(BaseModel):

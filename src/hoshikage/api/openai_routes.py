@@ -1,10 +1,11 @@
-"""The OpenAI-compatible API under /v1: chat completions, completions, embeddings, models.
+"""The OpenAI-compatible API under /v1: chat completions, completions, embeddings.
 
 Responses follow the `openai` package's own types. Two things go beyond OpenAI, so that
 nothing happens silently: when older messages were left out to fit the context window, the
 response says how many (header `X-Hoshikage-Dropped-Messages`, and `usage.dropped_messages`);
 and an answer cut short by the server itself (shutdown, unload) reports finish_reason
-"length" — the text is incomplete, which "stop" would hide.
+"length" — the text is incomplete, which "stop" would hide. The model list (`/v1/models`) is
+in catalogue_routes.py.
 """
 
 from __future__ import annotations
@@ -12,29 +13,35 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
-import json
 import logging
 import math
-import secrets
 import struct
-import time
-from collections.abc import AsyncGenerator, Callable
-from pathlib import Path
+from collections.abc import AsyncGenerator
+from contextlib import AsyncExitStack
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import JSONResponse
 
-from hoshikage import __version__
-from hoshikage.api.app import (
-    AppState,
+from hoshikage.api.bounds import BIAS_LIMIT
+from hoshikage.api.deps import (
     namespace_of,
     run_headers,
-    served_models,
     state_of,
 )
-from hoshikage.api.bounds import BIAS_LIMIT
-from hoshikage.api.errors import ApiError, as_api_error
+from hoshikage.api.errors import ApiError
+from hoshikage.api.openai_render import (
+    FINISH_REASONS,
+    Reply,
+    chat_delta,
+    chat_logprobs,
+    chat_message,
+    completion_logprobs,
+    sse,
+    stream_error,
+    sum_usage,
+    usage_of,
+)
 from hoshikage.api.openai_schemas import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -42,24 +49,32 @@ from hoshikage.api.openai_schemas import (
     ResponseFormat,
     SamplingFields,
 )
-from hoshikage.api.service import ChatJob, CompletionJob, Run
-from hoshikage.api.streaming import OpenedRun, RunStream, client_gone, wait_or_disconnect
+from hoshikage.api.service import CompletionJob, TurnRun
+from hoshikage.api.streaming import (
+    OpenedRun,
+    RunStream,
+    client_gone,
+    merged_events,
+    wait_or_disconnect,
+)
 from hoshikage.config import Settings
-from hoshikage.engine import EngineError, FinishEvent, SamplingParams, TokenEvent
+from hoshikage.engine import EngineError, SamplingParams
 from hoshikage.engine.grammar import JSON_OBJECT_GBNF, json_schema_grammar
 from hoshikage.runtime import sampling_defaults
+from hoshikage.turns.vocabulary import (
+    TextDelta,
+    TurnFinished,
+    TurnRequest,
+)
 
 log = logging.getLogger("hoshikage.api.openai")
 
 router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"])
 
-FINGERPRINT = f"hoshikage-{__version__}"
 SSE_MEDIA_TYPE = "text/event-stream"
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 # llama.cpp reads the seed as uint32 and takes 0xFFFFFFFF to mean "random".
 _SEED_RANGE = 2**32 - 1
-
-_FINISH_REASONS = {"stop": "stop", "length": "length", "cancelled": "length"}
 
 _STREAM_DOC: dict[int | str, dict[str, Any]] = {
     200: {
@@ -71,7 +86,10 @@ _STREAM_DOC: dict[int | str, dict[str, Any]] = {
 
 # --- request to engine ----------------------------------------------------------------------
 def sampling_params(
-    settings: Settings, body: SamplingFields, answer_limit: int | None
+    settings: Settings,
+    body: SamplingFields,
+    answer_limit: int | None,
+    logprobs: int | None = None,
 ) -> SamplingParams:
     """The server's defaults, overridden by what the request sets."""
     base = sampling_defaults(settings)
@@ -96,6 +114,7 @@ def sampling_params(
         ),
         ignore_eos=body.ignore_eos,
         grammar=_grammar(body.response_format),
+        logprobs=logprobs,
     )
 
 
@@ -115,114 +134,70 @@ def _grammar(response_format: ResponseFormat | None) -> str | None:
         raise ApiError(400, str(exc), param="response_format.json_schema.schema") from None
 
 
-# --- response pieces --------------------------------------------------------------------------
-def _usage(finish: FinishEvent, run: Run, *, chat: bool) -> dict[str, Any]:
-    usage: dict[str, Any] = {
-        "prompt_tokens": finish.usage.prompt_tokens,
-        "completion_tokens": finish.usage.completion_tokens,
-        "total_tokens": finish.usage.total_tokens,
-        "prompt_tokens_details": {"cached_tokens": finish.usage.cached_prompt_tokens},
-    }
-    if chat:
-        usage["dropped_messages"] = run.dropped_messages
-    return usage
-
-
-def _sse(payload: dict[str, Any] | str) -> str:
-    data = (
-        payload
-        if isinstance(payload, str)
-        else json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
-    )
-    return f"data: {data}\n\n"
-
-
-def _stream_error(exc: Exception) -> str:
-    """An error after the stream began: the openai client raises it as an APIError."""
-    error = as_api_error(exc)
-    return _sse(
-        {
-            "error": {
-                "message": error.message,
-                "type": "server_error",
-                "param": None,
-                "code": error.code or "generation_failed",
-            }
-        }
-    )
-
-
-@dataclasses.dataclass(frozen=True)
-class _Reply:
-    """What every chunk of one answer shares."""
-
-    id: str
-    model: str
-    created: int
-    object: str
-    include_usage: bool
-
-    @classmethod
-    def new(cls, prefix: str, model: str, object_: str, include_usage: bool = False) -> _Reply:
-        return cls(
-            id=f"{prefix}-{secrets.token_hex(12)}",
-            model=model,
-            created=int(time.time()),
-            object=object_,
-            include_usage=include_usage,
-        )
-
-    def envelope(self, choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "id": self.id,
-            "object": self.object,
-            "created": self.created,
-            "model": self.model,
-            "system_fingerprint": FINGERPRINT,
-            "choices": choices,
-        }
-        if self.include_usage:
-            body["usage"] = None  # as OpenAI does: null on every chunk but the last
-        body.update(extra)
-        return body
-
-
-async def _finished_stream(
-    state: AppState,
-    opened: OpenedRun,
-    reply: _Reply,
-    chunk: Callable[[str | None, str | None], dict[str, Any]],
-    *,
-    chat: bool,
+async def _chat_stream(
+    opened: OpenedRun, reply: Reply, *, logprobs: bool
 ) -> AsyncGenerator[str, None]:
-    """The stream's body after its opening chunk: text chunks, the finish, usage, [DONE].
+    """Every choice's chunks, as they come (each with its index), then the finishes."""
 
-    `chunk(text, finish_reason)` renders one choice.
-    """
+    def chunk(
+        index: int, delta: dict[str, Any], finish: str | None = None, event: Any = None
+    ) -> str:
+        entries = chat_logprobs(event.logprobs) if logprobs and event is not None else None
+        choice = {"index": index, "delta": delta, "logprobs": entries, "finish_reason": finish}
+        return sse(reply.envelope([choice]))
+
+    opening = {"delta": {"role": "assistant", "content": ""}, "logprobs": None}
+    first = [{"index": i, **opening, "finish_reason": None} for i in range(len(opened.runs))]
+    yield sse(reply.envelope(first, **opened.run.context_fields()))
+    finishes: dict[int, str] = {}
     try:
-        async for event in opened.events():
-            if isinstance(event, TokenEvent) and event.text:
-                yield _sse(reply.envelope([chunk(event.text, None)]))
+        async for index, event in merged_events(opened.runs):
+            if isinstance(event, TurnFinished):
+                finishes[index] = FINISH_REASONS[event.finish_reason]
+                continue
+            delta = chat_delta(event)
+            if delta is not None:
+                yield chunk(index, delta, event=event if isinstance(event, TextDelta) else None)
     except Exception as exc:  # the stream has begun: the error becomes its last event
         await opened.close()
-        yield _stream_error(exc)
+        yield stream_error(exc)
         return
-    finish = opened.run.generation.finish
-    assert finish is not None
     # Close (and so store a session's turn) before the client hears the end: a client that
     # sends its next message right after [DONE] must find this turn in the history.
     await opened.close()
-    state.metrics.observe_finish(finish, opened.run.model)
-    yield _sse(reply.envelope([chunk(None, _FINISH_REASONS[finish.finish_reason])]))
+    for index in sorted(finishes):
+        yield chunk(index, {}, finishes[index])
     if reply.include_usage:
-        usage = _usage(finish, opened.run, chat=chat)
-        yield _sse({**reply.envelope([]), "usage": usage})
-    yield _sse("[DONE]")
+        usage = _usage_of_runs(opened.runs, chat=True, choices=len(opened.runs))
+        yield sse({**reply.envelope([]), "usage": usage})
+    yield sse("[DONE]")
 
 
-async def _finish_or_leave(request: Request, opened: OpenedRun) -> FinishEvent | None:
+def _usage_of_runs(runs: list[TurnRun], *, chat: bool, choices: int = 1) -> dict[str, Any]:
+    """One usage for several answers: each prompt once (its `choices` answers share it, as
+    OpenAI counts them), every answer's completion."""
+    usages = []
+    for position, run in enumerate(runs):
+        assert run.finished is not None
+        usage = usage_of(run.finished, run, chat=chat)
+        if position % choices:  # another answer to a prompt already counted
+            usage |= {"prompt_tokens": 0, "prompt_tokens_details": {"cached_tokens": 0}}
+            usage["total_tokens"] = usage["completion_tokens"]
+        usages.append(usage)
+    total = sum_usage(usages)
+    if chat:
+        total["dropped_messages"] = runs[0].dropped_messages
+    return total
+
+
+async def _finish_or_leave(request: Request, opened: OpenedRun) -> list[TurnFinished] | None:
+    """Every choice read to its end, or None if the client left first."""
+
+    async def finish_all() -> list[TurnFinished]:
+        return list(await asyncio.gather(*(run.finish() for run in opened.runs)))
+
     try:
-        return await wait_or_disconnect(request, opened.finish())
+        return await wait_or_disconnect(request, finish_all())
     finally:
         await opened.close()
 
@@ -248,59 +223,55 @@ async def chat_completions(
 ) -> Response:
     """Answer a conversation, streamed (SSE) or whole.
 
-    Supports stop, max_tokens / max_completion_tokens, seed, temperature, top_p, penalties,
-    logit_bias, response_format (json_object, json_schema; grammar-enforced) and llama.cpp's
-    top_k, min_p, repeat_penalty. With `session_id` (or `X-Session-Id`), the turn is stored
-    in that session, and a request carrying only its new message continues the history.
+    Supports tools (tool_choice auto / none / required / a named function, forced ones
+    grammar-constrained; parallel_tool_calls), thinking (reasoning_content; reasoning_effort,
+    chat_template_kwargs.enable_thinking, reasoning_format none to keep it raw), stop,
+    max_tokens / max_completion_tokens, seed, temperature, top_p, penalties, logit_bias,
+    response_format (json_object, json_schema; grammar-enforced) and llama.cpp's top_k, min_p,
+    repeat_penalty. With `session_id` (or `X-Session-Id`), the turn is stored in that
+    session, and a request carrying only its new message continues the history.
     """
     state = state_of(request)
     if body.user:
         log.debug("chat request from user %r", body.user[:64])
-    job = ChatJob(
+    turn = TurnRequest(
         model=body.model,
         messages=body.engine_messages(),
-        params=sampling_params(state.settings, body, body.answer_limit),
+        params=sampling_params(state.settings, body, body.answer_limit, body.logprobs_wanted),
+        tool_use=body.tool_use(),
+        reasoning=body.reasoning(),
         keep_alive=body.keep_alive,
         session=body.session_id or x_session_id,
         namespace=namespace_of(request, body.user),
         memory=body.memory,
     )
-    opened = await OpenedRun.open(request, state.service.chat(job))
+    opened = await OpenedRun.open(request, state.service.chat_choices(turn, body.choices))
     if opened is None:
         return client_gone()
     headers = run_headers(opened.run)
     if body.stream:
-        reply = _Reply.new("chatcmpl", body.model, "chat.completion.chunk", body.include_usage)
-
-        def chunk(text: str | None, finish_reason: str | None) -> dict[str, Any]:
-            delta = {} if text is None else {"content": text}
-            return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
-
-        async def stream() -> AsyncGenerator[str, None]:
-            opening = {"index": 0, "delta": {"role": "assistant", "content": ""}}
-            first = [{**opening, "logprobs": None, "finish_reason": None}]
-            yield _sse(reply.envelope(first, **opened.run.context_fields()))
-            async for piece in _finished_stream(state, opened, reply, chunk, chat=True):
-                yield piece
-
+        reply = Reply.new("chatcmpl", body.model, "chat.completion.chunk", body.include_usage)
         return RunStream(
-            stream(), opened=opened, media_type=SSE_MEDIA_TYPE, headers=headers | SSE_HEADERS
+            _chat_stream(opened, reply, logprobs=body.logprobs_wanted is not None),
+            opened=opened,
+            media_type=SSE_MEDIA_TYPE,
+            headers=headers | SSE_HEADERS,
         )
-    finish = await _finish_or_leave(request, opened)
-    if finish is None:
+    finishes = await _finish_or_leave(request, opened)
+    if finishes is None:
         return client_gone()
-    state.metrics.observe_finish(finish, opened.run.model)
-    reply = _Reply.new("chatcmpl", body.model, "chat.completion")
-    message = {"role": "assistant", "content": opened.run.generation.text, "refusal": None}
-    choice = {
-        "index": 0,
-        "message": message,
-        "logprobs": None,
-        "finish_reason": _FINISH_REASONS[finish.finish_reason],
-    }
-    content = reply.envelope(
-        [choice], usage=_usage(finish, opened.run, chat=True), **opened.run.context_fields()
-    )
+    reply = Reply.new("chatcmpl", body.model, "chat.completion")
+    choices = [
+        {
+            "index": index,
+            "message": chat_message(finished),
+            "logprobs": None if body.logprobs_wanted is None else chat_logprobs(finished.logprobs),
+            "finish_reason": FINISH_REASONS[finished.finish_reason],
+        }
+        for index, finished in enumerate(finishes)
+    ]
+    usage = _usage_of_runs(opened.runs, chat=True, choices=len(opened.runs))
+    content = reply.envelope(choices, usage=usage, **opened.run.context_fields())
     return JSONResponse(content, headers=headers)
 
 
@@ -311,49 +282,101 @@ async def chat_completions(
     responses=_STREAM_DOC,
 )
 async def completions(body: CompletionRequest, request: Request) -> Response:
-    """Continue a prompt (no chat template), streamed (SSE) or whole; `echo` supported."""
+    """Continue a prompt (no chat template), streamed (SSE) or whole; `echo` supported.
+
+    The prompt may be text or token ids, or a list of up to 16 of either: one choice each,
+    generated together."""
     state = state_of(request)
-    prompt = body.prompt_text
-    job = CompletionJob(
-        model=body.model,
-        prompt=prompt,
-        params=sampling_params(state.settings, body, body.answer_limit),
-        keep_alive=body.keep_alive,
-    )
-    opened = await OpenedRun.open(request, state.service.complete(job))
-    if opened is None:
-        return client_gone()
-    echo = prompt if body.echo else ""
+    params = sampling_params(state.settings, body, body.answer_limit, body.logprobs)
+    stack = AsyncExitStack()
+    runs: list[TurnRun] = []  # prompt i's choice j is runs[i * n + j], as OpenAI numbers them
+    try:
+        for prompt in body.prompts:
+            job = CompletionJob(
+                model=body.model, prompt=prompt, params=params, keep_alive=body.keep_alive
+            )
+            opened = await OpenedRun.open(request, state.service.complete(job, body.choices))
+            if opened is None:
+                await stack.aclose()
+                return client_gone()
+            stack.push_async_callback(opened.close)
+            runs += opened.runs
+    except BaseException:
+        await stack.aclose()
+        raise
+    echoes = [_echo(prompt, body.echo) for prompt in body.prompts for _ in range(body.choices)]
     if body.stream:
-        reply = _Reply.new("cmpl", body.model, "text_completion", body.include_usage)
-
-        def chunk(text: str | None, finish_reason: str | None) -> dict[str, Any]:
-            return {
-                "index": 0,
-                "text": text or "",
-                "logprobs": None,
-                "finish_reason": finish_reason,
-            }
-
-        async def stream() -> AsyncGenerator[str, None]:
-            if echo:
-                yield _sse(reply.envelope([chunk(echo, None)]))
-            async for piece in _finished_stream(state, opened, reply, chunk, chat=False):
-                yield piece
-
-        return RunStream(stream(), opened=opened, media_type=SSE_MEDIA_TYPE, headers=SSE_HEADERS)
-    finish = await _finish_or_leave(request, opened)
-    if finish is None:
+        reply = Reply.new("cmpl", body.model, "text_completion", body.include_usage)
+        stream = _completion_stream(
+            runs, echoes, reply, stack, logprobs=body.logprobs is not None, n=body.choices
+        )
+        return RunStream(stream, media_type=SSE_MEDIA_TYPE, headers=SSE_HEADERS, closing=stack)
+    try:
+        finishes = await wait_or_disconnect(request, asyncio.gather(*(r.finish() for r in runs)))
+    finally:
+        await stack.aclose()
+    if finishes is None:
         return client_gone()
-    state.metrics.observe_finish(finish, opened.run.model)
-    reply = _Reply.new("cmpl", body.model, "text_completion")
-    choice = {
-        "index": 0,
-        "text": echo + opened.run.generation.text,
-        "logprobs": None,
-        "finish_reason": _FINISH_REASONS[finish.finish_reason],
-    }
-    return JSONResponse(reply.envelope([choice], usage=_usage(finish, opened.run, chat=False)))
+    reply = Reply.new("cmpl", body.model, "text_completion")
+    choices = [
+        {
+            "index": index,
+            "text": echoes[index] + finished.text,
+            "logprobs": None
+            if body.logprobs is None
+            else completion_logprobs(finished.logprobs, len(echoes[index])),
+            "finish_reason": FINISH_REASONS[finished.finish_reason],
+        }
+        for index, finished in enumerate(finishes)
+    ]
+    usage = _usage_of_runs(runs, chat=False, choices=body.choices)
+    return JSONResponse(reply.envelope(choices, usage=usage))
+
+
+def _echo(prompt: str | list[int], echo: bool) -> str:
+    if not echo:
+        return ""
+    if isinstance(prompt, str):
+        return prompt
+    raise ApiError(400, "echo needs a text prompt (not token ids)", param="echo")
+
+
+async def _completion_stream(
+    runs: list[TurnRun],
+    echoes: list[str],
+    reply: Reply,
+    stack: AsyncExitStack,
+    *,
+    logprobs: bool,
+    n: int,
+) -> AsyncGenerator[str, None]:
+    offsets = [len(echo) for echo in echoes]  # where each choice's next text starts
+
+    def chunk(index: int, text: str, finish_reason: str | None = None, event: Any = None) -> str:
+        entries = None
+        if logprobs and isinstance(event, TextDelta):
+            entries = completion_logprobs(event.logprobs, offsets[index])
+            offsets[index] += len(text)
+        choice = {"index": index, "text": text, "logprobs": entries, "finish_reason": finish_reason}
+        return sse(reply.envelope([choice]))
+
+    for index, echo in enumerate(echoes):
+        if echo:
+            yield chunk(index, echo)
+    try:
+        async for index, event in merged_events(runs):
+            if isinstance(event, TextDelta):
+                yield chunk(index, event.text, event=event)
+            elif isinstance(event, TurnFinished):
+                yield chunk(index, "", FINISH_REASONS[event.finish_reason])
+    except Exception as exc:
+        await stack.aclose()
+        yield stream_error(exc)
+        return
+    await stack.aclose()
+    if reply.include_usage:
+        yield sse({**reply.envelope([]), "usage": _usage_of_runs(runs, chat=False, choices=n)})
+    yield sse("[DONE]")
 
 
 @router.post("/embeddings", summary="Create embeddings", response_model=None)
@@ -361,7 +384,7 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
     """Pooled, L2-normalised vectors from an embedding model, as floats or base64 float32."""
     state = state_of(request)
     result = await wait_or_disconnect(
-        request, state.service.embed(body.model, body.texts, keep_alive=body.keep_alive)
+        request, state.service.embed(body.model, body.inputs, keep_alive=body.keep_alive)
     )
     if result is None:
         return client_gone()
@@ -388,51 +411,3 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
 
 def _base64_floats(vector: list[float]) -> str:
     return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
-
-
-@router.get("/models", summary="List models")
-async def list_models(request: Request) -> dict[str, Any]:
-    """Registered models and the models the server's settings name."""
-    cards = await asyncio.to_thread(_model_cards, state_of(request))
-    return {"object": "list", "data": sorted(cards.values(), key=lambda card: card["id"])}
-
-
-@router.get("/models/{model_id:path}", summary="Retrieve a model")
-async def retrieve_model(model_id: str, request: Request) -> dict[str, Any]:
-    state = state_of(request)
-    card = await asyncio.to_thread(_find_card, state, model_id)
-    if card is None:
-        raise ApiError(
-            404,
-            f"model {model_id!r} not found (see GET /v1/models)",
-            param="model",
-            code="model_not_found",
-        )
-    return card
-
-
-def _card(model_id: str, created: float) -> dict[str, Any]:
-    return {"id": model_id, "object": "model", "created": int(created), "owned_by": "hoshikage"}
-
-
-def _model_cards(state: AppState) -> dict[str, dict[str, Any]]:
-    cards = {record.name: _card(record.name, record.added_at) for record in state.registry.list()}
-    for name, path in served_models(state.settings).items():
-        cards.setdefault(name, _card(name, _mtime(path)))
-    return cards
-
-
-def _find_card(state: AppState, model_id: str) -> dict[str, Any] | None:
-    record = state.registry.find(model_id)
-    if record is not None:
-        return _card(record.name, record.added_at)
-    served = served_models(state.settings)
-    name = model_id if model_id in served else model_id.removesuffix(":latest")
-    return _card(name, _mtime(served[name])) if name in served else None
-
-
-def _mtime(path: Path) -> float:
-    try:
-        return float(path.stat().st_mtime)
-    except OSError:
-        return 0.0

@@ -2,7 +2,7 @@
 
 Unknown fields are ignored with a logged warning (clients send newer fields all the time);
 fields we know but cannot honour, and that would change the answer's meaning if ignored
-(`n > 1`, tools, logprobs, image input …), are refused with a 400 that names the field.
+(image input, audio …), are refused with a 400 that names the field.
 """
 
 from __future__ import annotations
@@ -30,12 +30,16 @@ from hoshikage.api.bounds import (
     TopK,
     TopP,
 )
-from hoshikage.engine import ChatMessage
+from hoshikage.api.tool_schemas import NamedToolChoice, ToolIn, tool_use
+from hoshikage.engine import ChatMessage, ToolCall
+from hoshikage.engine.logprobs import MAX_TOP_LOGPROBS
 from hoshikage.engine.types import Role
+from hoshikage.turns.vocabulary import ReasoningOptions, ToolUse
 
 log = logging.getLogger("hoshikage.api.openai")
 
 MAX_EMBEDDING_INPUTS = 2048  # OpenAI's own limit per request
+MAX_CHOICES = 16  # n; the model's parallel setting bounds it further
 
 
 def unsupported(message: str, **context: Any) -> PydanticCustomError:
@@ -54,7 +58,6 @@ class OpenAIRequest(CheckedBody):
             "store",
             "metadata",
             "service_tier",
-            "parallel_tool_calls",
             "safety_identifier",
             "prompt_cache_key",
             "prompt_cache_retention",
@@ -148,7 +151,13 @@ class SamplingFields(OpenAIRequest):
         description="End-user id: the log, and whose memory a session's turns use (within "
         "the API key's).",
     )
-    n: int | None = Field(None, description="Choices to return; only 1 is supported.")
+    n: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_CHOICES,
+        description="Choices to return (the prompt is evaluated once; each choice needs one "
+        "of the model's parallel slots).",
+    )
     # llama.cpp extras
     top_k: TopK | None = None
     min_p: MinP | None = None
@@ -159,15 +168,9 @@ class SamplingFields(OpenAIRequest):
     keep_alive: KeepAlive | None = None
     response_format: ResponseFormat | None = None
 
-    @field_validator("n")
-    @classmethod
-    def _one_choice(cls, value: int | None) -> int | None:
-        if value not in (None, 1):
-            raise unsupported(
-                "n={n} is not supported: one choice per request (send several requests)",
-                n=value,
-            )
-        return value
+    @property
+    def choices(self) -> int:
+        return self.n or 1
 
     @field_validator("logit_bias")
     @classmethod
@@ -213,6 +216,21 @@ _PART_KINDS = {
 }
 
 
+class FunctionCallIn(BaseModel):
+    name: str = Field(min_length=1, max_length=64)
+    arguments: str = Field("{}", description="The arguments, as JSON text of an object.")
+
+
+class ToolCallIn(BaseModel):
+    """A call an earlier assistant message made."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str = Field(min_length=1, max_length=200)
+    type: Literal["function"] = "function"
+    function: FunctionCallIn
+
+
 class ChatMessageIn(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -222,9 +240,16 @@ class ChatMessageIn(BaseModel):
     content: str | list[ContentPart] | None = Field(
         None, description="Text, or a list of text parts (joined by newlines)."
     )
-    name: str | None = None
-    tool_calls: list[Any] | None = Field(None, description="Not supported (no tool calling).")
-    tool_call_id: str | None = None
+    name: str | None = Field(None, max_length=256)
+    tool_calls: list[ToolCallIn] | None = Field(
+        None, max_length=128, description="The calls an assistant message made."
+    )
+    tool_call_id: str | None = Field(
+        None, max_length=200, description="On a tool message: the call it answers."
+    )
+    reasoning_content: str | None = Field(
+        None, description="An assistant message's thinking, as this server returned it."
+    )
 
     @field_validator("content")
     @classmethod
@@ -242,17 +267,14 @@ class ChatMessageIn(BaseModel):
             )
         return value
 
-    @field_validator("tool_calls")
-    @classmethod
-    def _no_tool_calls(cls, value: list[Any] | None) -> list[Any] | None:
-        if value:
-            raise unsupported("tool calls are not supported by this server")
-        return value
-
     @model_validator(mode="after")
     def _content_present(self) -> ChatMessageIn:
         if self.content is None and self.role != "assistant":
             raise unsupported("a {role} message needs content", role=self.role)
+        if self.role == "tool" and not self.tool_call_id:
+            raise unsupported("a tool message needs the tool_call_id of the call it answers")
+        if self.tool_calls and self.role != "assistant":
+            raise unsupported("only assistant messages carry tool_calls")
         return self
 
     def text(self) -> str:
@@ -264,7 +286,18 @@ class ChatMessageIn(BaseModel):
 
     def to_engine(self) -> ChatMessage:
         role: Role = "system" if self.role == "developer" else self.role
-        return ChatMessage(role, self.text())
+        calls = tuple(
+            ToolCall(call.id, call.function.name, call.function.arguments)
+            for call in self.tool_calls or ()
+        )
+        return ChatMessage(
+            role,
+            self.text(),
+            tool_calls=calls,
+            tool_call_id=self.tool_call_id if role == "tool" else None,
+            name=self.name if role == "tool" else None,
+            reasoning=self.reasoning_content if role == "assistant" else None,
+        )
 
 
 class ChatCompletionRequest(SamplingFields):
@@ -274,12 +307,40 @@ class ChatCompletionRequest(SamplingFields):
     max_completion_tokens: MaxTokens | None = Field(
         None, description="Most tokens to generate; wins over max_tokens."
     )
-    logprobs: bool | None = Field(None, description="Not supported; false or absent only.")
-    top_logprobs: int | None = Field(None, description="Not supported.")
-    tools: list[Any] | None = Field(None, description="Not supported; absent or empty only.")
-    tool_choice: Any = Field(None, description="Only 'none' or 'auto' (with no tools).")
-    functions: list[Any] | None = Field(None, description="Not supported (deprecated).")
-    function_call: Any = Field(None, description="Only 'none' or 'auto'.")
+    logprobs: bool | None = Field(
+        None, description="Return each answer token's log-probability (choices[].logprobs)."
+    )
+    top_logprobs: int | None = Field(
+        None, ge=0, le=MAX_TOP_LOGPROBS, description="With logprobs: the most likely tokens."
+    )
+    tools: list[ToolIn] | None = Field(None, max_length=128, description="Functions to call.")
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = Field(
+        None,
+        description="auto (the default with tools): the model decides; none: no calls; "
+        "required: at least one call; {type: function, function: {name}}: that function, "
+        "forced. Forced calls follow their schema from the first token.",
+    )
+    parallel_tool_calls: bool | None = Field(
+        None, description="false: at most one call per answer (default true)."
+    )
+    functions: list[Any] | None = Field(None, description="Not supported (deprecated): tools.")
+    function_call: Any = Field(None, description="Only 'none' or 'auto'; use tool_choice.")
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high"] | None = Field(
+        None,
+        description="Thinking models: none or minimal turn the template's thinking off; "
+        "the others turn it on.",
+    )
+    reasoning_format: Literal["none", "auto", "deepseek", "parsed"] | None = Field(
+        None,
+        description="llama.cpp: none keeps thinking in content, raw; otherwise it is "
+        "returned apart as reasoning_content (the default).",
+    )
+    chat_template_kwargs: dict[str, Any] | None = Field(
+        None,
+        max_length=32,
+        description="llama.cpp/vLLM: extra variables for the chat template; "
+        "enable_thinking (bool) switches thinking.",
+    )
     modalities: list[str] | None = Field(None, description="Only ['text'].")
     audio: Any = Field(None, description="Not supported.")
     web_search_options: Any = Field(None, description="Not supported.")
@@ -297,32 +358,29 @@ class ChatCompletionRequest(SamplingFields):
         "of both.",
     )
 
-    @field_validator("logprobs")
+    @model_validator(mode="after")
+    def _top_needs_logprobs(self) -> ChatCompletionRequest:
+        if self.top_logprobs and not self.logprobs:
+            raise unsupported("top_logprobs needs logprobs: true")
+        return self
+
+    @property
+    def logprobs_wanted(self) -> int | None:
+        """None: no logprobs; else how many top candidates each token reports."""
+        return (self.top_logprobs or 0) if self.logprobs else None
+
+    @field_validator("functions")
     @classmethod
-    def _no_logprobs(cls, value: bool | None) -> bool | None:
+    def _no_functions(cls, value: list[Any] | None) -> list[Any] | None:
         if value:
-            raise unsupported("logprobs are not supported by this server")
+            raise unsupported("functions is deprecated and not supported: send tools instead")
         return value
 
-    @field_validator("top_logprobs")
+    @field_validator("function_call")
     @classmethod
-    def _no_top_logprobs(cls, value: int | None) -> int | None:
-        if value:
-            raise unsupported("top_logprobs is not supported by this server")
-        return value
-
-    @field_validator("tools", "functions")
-    @classmethod
-    def _no_tools(cls, value: list[Any] | None) -> list[Any] | None:
-        if value:
-            raise unsupported("tool and function calling are not supported by this server yet")
-        return value
-
-    @field_validator("tool_choice", "function_call")
-    @classmethod
-    def _no_forced_tool(cls, value: Any) -> Any:
+    def _no_function_call(cls, value: Any) -> Any:
         if value not in (None, "none", "auto"):
-            raise unsupported("tool and function calling are not supported by this server yet")
+            raise unsupported("function_call is deprecated: send tool_choice instead")
         return value
 
     @field_validator("modalities")
@@ -346,11 +404,27 @@ class ChatCompletionRequest(SamplingFields):
     def engine_messages(self) -> list[ChatMessage]:
         return [message.to_engine() for message in self.messages]
 
+    def tool_use(self) -> ToolUse:
+        return tool_use(self.tools, self.tool_choice, self.parallel_tool_calls)
+
+    def reasoning(self) -> ReasoningOptions:
+        think: bool | None = None
+        if self.reasoning_effort is not None:
+            think = self.reasoning_effort not in ("none", "minimal")
+        switch = (self.chat_template_kwargs or {}).get("enable_thinking")
+        if isinstance(switch, bool):
+            think = switch
+        return ReasoningOptions(think=think, separate=self.reasoning_format != "none")
+
 
 # --- completions ------------------------------------------------------------------------------
+MAX_PROMPTS = 16  # prompts per request; each is its own generation
 PromptInput = Annotated[
     str | list[str] | list[int] | list[list[int]],
-    Field(description="The prompt: one string (or a list holding one string)."),
+    Field(
+        description="The prompt: a string, a list of token ids, or a list of either (one "
+        f"choice per prompt, at most {MAX_PROMPTS})."
+    ),
 ]
 
 
@@ -361,25 +435,37 @@ class CompletionRequest(SamplingFields):
     echo: bool = Field(False, description="Return the prompt followed by the completion.")
     suffix: str | None = Field(None, description="Not supported (no insertion).")
     best_of: int | None = Field(None, description="Only 1.")
-    logprobs: int | None = Field(None, description="Not supported; 0 or absent only.")
+    logprobs: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_TOP_LOGPROBS,
+        description="Each token's log-probability and this many most likely tokens.",
+    )
 
     @field_validator("prompt")
     @classmethod
-    def _one_text_prompt(
+    def _prompts(
         cls, value: str | list[str] | list[int] | list[list[int]]
     ) -> str | list[str] | list[int] | list[list[int]]:
-        if isinstance(value, str):
-            return value
-        if not value:
+        prompts = _prompts_of(value)
+        if not prompts:
             raise unsupported("prompt must not be empty")
-        if not all(isinstance(item, str) for item in value):
-            raise unsupported("token-array prompts are not supported: send the prompt as text")
-        if len(value) != 1:
+        if len(prompts) > MAX_PROMPTS:
             raise unsupported(
-                "one prompt per request is supported, not {count} (send several requests)",
-                count=len(value),
+                "at most {limit} prompts per request, not {count}",
+                limit=MAX_PROMPTS,
+                count=len(prompts),
             )
+        if any(isinstance(p, list) and not p for p in prompts):
+            raise unsupported("a token-id prompt is empty")
+        if any(isinstance(p, int) and not 0 <= p < 2**31 for p in _flat(prompts)):
+            raise unsupported("token ids are non-negative integers")
         return value
+
+    @property
+    def prompts(self) -> list[str | list[int]]:
+        """Each prompt: text, or token ids."""
+        return _prompts_of(self.prompt)
 
     @field_validator("suffix")
     @classmethod
@@ -395,25 +481,21 @@ class CompletionRequest(SamplingFields):
             raise unsupported("best_of={n} is not supported: only 1", n=value)
         return value
 
-    @field_validator("logprobs")
-    @classmethod
-    def _no_logprobs(cls, value: int | None) -> int | None:
-        if value:
-            raise unsupported("logprobs are not supported by this server")
-        return value
-
-    @property
-    def prompt_text(self) -> str:
-        prompt = self.prompt
-        if isinstance(prompt, str):
-            return prompt
-        first = prompt[0]
-        assert isinstance(first, str)  # the validator refused everything else
-        return first
-
     @property
     def answer_limit(self) -> int | None:
         return self.max_tokens
+
+
+def _prompts_of(value: str | list[str] | list[int] | list[list[int]]) -> list[str | list[int]]:
+    if isinstance(value, str):
+        return [value]
+    if value and all(isinstance(item, int) for item in value):
+        return [[int(item) for item in value]]  # type: ignore[arg-type]
+    return list(value)  # type: ignore[arg-type]
+
+
+def _flat(prompts: list[str | list[int]]) -> list[int]:
+    return [token for prompt in prompts if isinstance(prompt, list) for token in prompt]
 
 
 # --- embeddings -------------------------------------------------------------------------------
@@ -435,14 +517,12 @@ class EmbeddingRequest(OpenAIRequest):
 
     @field_validator("input")
     @classmethod
-    def _texts(
+    def _inputs(
         cls, value: str | list[str] | list[int] | list[list[int]]
     ) -> str | list[str] | list[int] | list[list[int]]:
-        items = [value] if isinstance(value, str) else value
+        items = _prompts_of(value)
         if not items:
             raise unsupported("input must not be empty")
-        if not all(isinstance(item, str) for item in items):
-            raise unsupported("token-array inputs are not supported: send the text")
         if len(items) > MAX_EMBEDDING_INPUTS:
             raise unsupported(
                 "at most {limit} inputs per request, not {count}",
@@ -450,10 +530,17 @@ class EmbeddingRequest(OpenAIRequest):
                 count=len(items),
             )
         if any(not item for item in items):
-            raise unsupported("an input is empty; every input needs some text")
+            raise unsupported("an input is empty; every input needs some text or tokens")
+        if any(not 0 <= token < 2**31 for token in _flat(items)):
+            raise unsupported("token ids are non-negative integers")
         return value
 
     @property
-    def texts(self) -> list[str]:
-        value = self.input
-        return [value] if isinstance(value, str) else [str(item) for item in value]
+    def inputs(self) -> list[str] | list[list[int]]:
+        """The texts, or the token-id lists (as LangChain's OpenAIEmbeddings sends them)."""
+        items = _prompts_of(self.input)
+        if all(isinstance(item, str) for item in items):
+            return [str(item) for item in items]
+        if all(isinstance(item, list) for item in items):
+            return [list(item) for item in items if isinstance(item, list)]
+        raise ValueError("mixed text and token inputs")

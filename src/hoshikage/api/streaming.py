@@ -22,8 +22,8 @@ from fastapi import Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from hoshikage.api.service import Run
-from hoshikage.engine import FinishEvent, TokenEvent
+from hoshikage.api.service import TurnRun
+from hoshikage.turns.vocabulary import TurnEvent, TurnFinished
 
 log = logging.getLogger(__name__)
 
@@ -66,61 +66,47 @@ async def wait_or_disconnect(request: Request, awaitable: Awaitable[T]) -> T | N
 
 
 class OpenedRun:
-    """A service run opened by a route, with its first event already read.
+    """A service run opened by a route, its first engine event already read.
 
     `close()` ends the service's context (cancelling an unfinished generation, storing a
     finished session turn); it runs once, whether the route, the stream or a disconnect
     gets there first.
     """
 
-    def __init__(
-        self,
-        run: Run,
-        first: TokenEvent | FinishEvent,
-        rest: AsyncIterator[TokenEvent | FinishEvent],
-        stack: AsyncExitStack,
-    ) -> None:
-        self.run = run
-        self._first: TokenEvent | FinishEvent | None = first
-        self._rest = rest
+    def __init__(self, runs: list[TurnRun], stack: AsyncExitStack) -> None:
+        self.runs = runs  # several: the choices of one prompt (OpenAI's `n`)
+        self.run = runs[0]
         self._stack = stack
         self._closed = False
 
     @classmethod
     async def open(
-        cls, request: Request, context: AbstractAsyncContextManager[Run]
+        cls,
+        request: Request,
+        context: AbstractAsyncContextManager[TurnRun] | AbstractAsyncContextManager[list[TurnRun]],
     ) -> OpenedRun | None:
-        """Enter `context` and read the first event; None if the client left meanwhile."""
+        """Enter `context` and read the first event of each run; None if the client left
+        meanwhile."""
         stack = AsyncExitStack()
         try:
-            run = await stack.enter_async_context(context)
-            events = aiter(run.generation)
-            first = await wait_or_disconnect(request, anext(events))
+            entered: TurnRun | list[TurnRun] = await stack.enter_async_context(context)
+            runs = entered if isinstance(entered, list) else [entered]
+            started = await wait_or_disconnect(request, _started(runs))
         except BaseException:
             await stack.aclose()
             raise
-        if first is None:
+        if started is None:
             await stack.aclose()
             return None
-        return cls(run, first, events, stack)
+        return cls(runs, stack)
 
-    async def events(self) -> AsyncIterator[TokenEvent | FinishEvent]:
-        """The generation's events, the first one included; ends after the FinishEvent."""
-        if self._first is not None:
-            first, self._first = self._first, None
-            yield first
-            if isinstance(first, FinishEvent):
-                return
-        async for event in self._rest:
-            yield event
+    def events(self) -> AsyncIterator[TurnEvent]:
+        """The turn's events; the last is its TurnFinished."""
+        return self.run.events()
 
-    async def finish(self) -> FinishEvent:
-        """Read to the end (the text accumulates in run.generation.text)."""
-        async for _ in self.events():
-            pass
-        finish = self.run.generation.finish
-        assert finish is not None
-        return finish
+    async def finish(self) -> TurnFinished:
+        """Read to the end."""
+        return await self.run.finish()
 
     async def close(self) -> None:
         if self._closed:
@@ -135,24 +121,63 @@ class OpenedRun:
                 log.exception("error while closing a run")
 
 
+async def _started(runs: list[TurnRun]) -> bool:
+    for run in runs:
+        await run.start()
+    return True
+
+
+async def merged_events(runs: list[TurnRun]) -> AsyncIterator[tuple[int, TurnEvent]]:
+    """The events of several runs as they come, each with its run's index."""
+    queue: asyncio.Queue[tuple[int, TurnEvent | BaseException | None]] = asyncio.Queue()
+
+    async def pump(index: int, run: TurnRun) -> None:
+        try:
+            async for event in run.events():
+                await queue.put((index, event))
+        except Exception as exc:
+            await queue.put((index, exc))
+            return
+        await queue.put((index, None))
+
+    tasks = [asyncio.create_task(pump(i, run)) for i, run in enumerate(runs)]
+    try:
+        remaining = len(tasks)
+        while remaining:
+            index, item = await queue.get()
+            if item is None:
+                remaining -= 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield index, item
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
 class RunStream(StreamingResponse):
-    """A streaming response that closes its run when the response ends, however it ends.
+    """A streaming response that closes its run (or runs) when the response ends, however
+    it ends.
 
     Starlette cancels the body when the client disconnects (or never starts it); this makes
-    sure the body generator is closed and the run released in every case.
+    sure the body generator is closed and the runs released in every case.
     """
 
     def __init__(
         self,
         body: AsyncGenerator[str, None],
         *,
-        opened: OpenedRun,
+        opened: OpenedRun | None = None,
         media_type: str,
         headers: Mapping[str, str] | None = None,
+        closing: AsyncExitStack | None = None,  # several runs' closes (several prompts)
     ) -> None:
         super().__init__(body, media_type=media_type, headers=headers)
         self._body = body
         self._opened = opened
+        self._closing = closing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -161,4 +186,7 @@ class RunStream(StreamingResponse):
             with anyio.CancelScope(shield=True):
                 with contextlib.suppress(Exception):
                     await self._body.aclose()
-                await self._opened.close()
+                if self._opened is not None:
+                    await self._opened.close()
+                if self._closing is not None:
+                    await self._closing.aclose()

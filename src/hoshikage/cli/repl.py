@@ -19,11 +19,12 @@ from hoshikage.config import Settings
 from hoshikage.conversation.chat import Conversation, Turn
 from hoshikage.conversation.context import ContextBuilder
 from hoshikage.conversation.presets import PresetBook
-from hoshikage.engine import Engine, EngineError, Generation, TokenEvent
+from hoshikage.engine import Engine, EngineError, Generation
 from hoshikage.memory.setup import LocalMemory, context_builder
 from hoshikage.runtime import load_options, resolve_model, sampling_defaults
 from hoshikage.store import MemoryStore, SessionStore, StoreError
 from hoshikage.store.transfer import write_session_file
+from hoshikage.turns.vocabulary import ReasoningDelta, TextDelta
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +177,7 @@ class ChatRepl:
         """Stream the answer, store the turn, report how it ended."""
         assert self.engine is not None
         try:
-            self.stream(turn.generation)
+            self.stream(turn)
         except EngineError as exc:
             self.console.print(f"\n[red]error:[/red] {escape(str(exc))}")
             return
@@ -209,14 +210,15 @@ class ChatRepl:
                     f"{escape(exc.strerror or str(exc))}[/yellow]"
                 )
 
-    def stream(self, generation: Generation) -> None:
-        """Print tokens as they come, with a spinner until the first."""
+    def stream(self, turn: Turn) -> None:
+        """Print the answer as it comes, thinking dimmed, with a spinner until the first."""
         status = self.console.status("Thinking…", spinner="dots")
         status.start()
         shown = False  # the answer's leading whitespace is not worth showing
+        thinking = False  # inside the dimmed thinking block
         try:
-            for event in generation:
-                if not isinstance(event, TokenEvent):
+            for event in turn.read():
+                if not isinstance(event, TextDelta | ReasoningDelta):
                     continue
                 text = event.text if shown else event.text.lstrip()
                 if not text:
@@ -225,7 +227,14 @@ class ChatRepl:
                     status.stop()
                     self.console.print(self.settings.assistant_prompt, end="", markup=False)
                     shown = True
-                self.console.print(text, end="", markup=False, highlight=False, soft_wrap=True)
+                if isinstance(event, ReasoningDelta) != thinking:
+                    thinking = not thinking
+                    if not thinking:  # the answer starts below the thinking
+                        self.console.print()
+                style = "dim italic" if thinking else None
+                self.console.print(
+                    text, end="", markup=False, highlight=False, soft_wrap=True, style=style
+                )
                 self.console.file.flush()
         finally:
             status.stop()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -19,20 +20,51 @@ from hoshikage.conversation.context import (
     ContextReport,
 )
 from hoshikage.conversation.summary import HistoryMessage
-from hoshikage.engine import Engine, FinishEvent, Generation, SamplingParams
-from hoshikage.store import NewMessage, SessionRecord, SessionStore
+from hoshikage.engine import (
+    ChatMessage,
+    Engine,
+    FinishEvent,
+    Generation,
+    SamplingParams,
+    TokenEvent,
+    ToolCall,
+)
+from hoshikage.store import MessageRecord, NewMessage, SessionRecord, SessionStore
+from hoshikage.turns.answer import AnswerParser
+from hoshikage.turns.tooling import answer_parser, plan_turn
+from hoshikage.turns.vocabulary import AnswerEvent, TurnRequest
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class Turn:
-    """One question, the generation answering it, and what its context held."""
+    """One question, the generation answering it, and what its context held. `parser`
+    reads the answer as it streams (thinking apart from text), as the server's turns do."""
 
     user_text: str
     generation: Generation
     report: ContextReport = field(default_factory=ContextReport)
     remember: bool = True
+    parser: AnswerParser = field(default_factory=AnswerParser)
+    _read: bool = field(default=False, repr=False)
+
+    def read(self) -> Iterator[AnswerEvent]:
+        """The answer's events as the engine produces them (thinking, text)."""
+        self._read = True
+        for event in self.generation:
+            if isinstance(event, TokenEvent):
+                yield from self.parser.feed(event.text)
+        yield from self.parser.finish()
+
+    def parsed(self) -> AnswerParser:
+        """The parser, having read the whole answer (also when it was consumed directly from
+        the generation rather than through read())."""
+        if not self._read:
+            self._read = True
+            self.parser.feed(self.generation.text)
+            self.parser.finish()
+        return self.parser
 
 
 @dataclass
@@ -65,8 +97,16 @@ class ConversationStats:
         return self.decode_tokens / self.decode_seconds if self.decode_seconds > 0 else 0.0
 
 
-def answer_message(text: str, finish: FinishEvent) -> NewMessage:
-    """The stored form of an answer: its text with the tokens and timings it took."""
+def answer_message(
+    text: str,
+    finish: FinishEvent,
+    *,
+    finish_reason: str | None = None,
+    tool_calls: Sequence[ToolCall] = (),
+    reasoning: str = "",
+) -> NewMessage:
+    """The stored form of an answer: its text (thinking and calls beside it) with the
+    tokens and timings it took."""
     return NewMessage(
         role="assistant",
         content=text,
@@ -75,8 +115,54 @@ def answer_message(text: str, finish: FinishEvent) -> NewMessage:
         ttft_s=finish.timings.time_to_first_token_s,
         decode_tokens_per_s=finish.timings.decode_tokens_per_s,
         total_s=finish.timings.total_s,
-        finish_reason=finish.finish_reason,
+        finish_reason=finish_reason or finish.finish_reason,
+        tool_calls=tuple((call.id, call.name, call.arguments) for call in tool_calls),
+        reasoning=reasoning or None,
     )
+
+
+def stored_message(message: ChatMessage, *, remember: bool = True) -> NewMessage:
+    """A client's message (a question, a tool's result) in its stored form."""
+    return NewMessage(
+        role=message.role,
+        content=message.content,
+        remember=remember,
+        tool_calls=tuple((call.id, call.name, call.arguments) for call in message.tool_calls),
+        tool_call_id=message.tool_call_id,
+        tool_name=message.name,
+    )
+
+
+def chat_message_of(record: MessageRecord) -> ChatMessage:
+    """A stored message as the engine takes it, with its calls and thinking."""
+    return ChatMessage(
+        record.role,  # type: ignore[arg-type]  # the store's CHECK keeps it a Role
+        record.content,
+        tool_calls=tuple(ToolCall(i, n, a) for i, n, a in record.tool_calls),
+        tool_call_id=record.tool_call_id,
+        name=record.tool_name,
+        reasoning=record.reasoning,
+    )
+
+
+def history_of(records: Sequence[MessageRecord]) -> list[HistoryMessage]:
+    """Stored messages (not the system prompt) as the history a context is built from."""
+    return [
+        HistoryMessage(r.role, r.content, r.id, r.remember, chat_message=chat_message_of(r))
+        for r in records
+        if r.role != "system"
+    ]
+
+
+def new_messages(messages: Sequence[ChatMessage]) -> list[ChatMessage]:
+    """What a request adds to a stored conversation: the messages after the last answer
+    (a question, or the results of the calls the answer made)."""
+    added: list[ChatMessage] = []
+    for message in reversed(messages):
+        if message.role in ("assistant", "system"):
+            break
+        added.append(message)
+    return added[::-1]
 
 
 def sampling_to_dict(params: SamplingParams) -> dict[str, Any]:
@@ -87,6 +173,7 @@ def sampling_from_dict(data: dict[str, Any], defaults: SamplingParams) -> Sampli
     """Parameters saved with a session (JSON), over the current defaults; unknown keys ignored."""
     merged = {**asdict(defaults), **{k: v for k, v in data.items() if k in asdict(defaults)}}
     merged["stop"] = tuple(merged["stop"] or ())
+    merged["grammar_triggers"] = tuple(merged["grammar_triggers"] or ())
     merged["logit_bias"] = tuple((int(t), float(b)) for t, b in merged["logit_bias"] or ())
     return SamplingParams(**merged)
 
@@ -116,11 +203,7 @@ class Conversation:
         cls, sessions: SessionStore, session: SessionRecord, *, defaults: SamplingParams
     ) -> Conversation:
         """Continue a stored session with its history, system prompt and parameters."""
-        history = [
-            HistoryMessage(message.role, message.content, message.id, message.remember)
-            for message in sessions.messages(session.id)
-            if message.role != "system"
-        ]
+        history = history_of(sessions.messages(session.id))
         return cls(
             sessions,
             system_prompt=session.system_prompt,
@@ -158,9 +241,14 @@ class Conversation:
             session_id=self.session.id if self.session else None,
             use_memory=remember,
         )
-        prepared = engine.prepare_chat(built.messages, self.params)
+        request = TurnRequest(self.model_label or "", built.messages, self.params)
+        plan = plan_turn(request, engine.template)
+        prepared = engine.prepare_chat(plan.messages, plan.params, render=plan.render)
         self.last_report = built.report
-        return Turn(user_text, engine.generate(prepared, self.params), built.report, remember)
+        generation = engine.generate(prepared, plan.params)
+        return Turn(
+            user_text, generation, built.report, remember, parser=answer_parser(plan, prepared)
+        )
 
     @property
     def namespace(self) -> str:
@@ -171,16 +259,18 @@ class Conversation:
         finish = turn.generation.finish
         if finish is None:
             raise RuntimeError("commit() needs a finished generation")
-        answer = turn.generation.text
+        # What was shown: the text, with the thinking kept beside it (never as the answer).
+        parsed = turn.parsed()
+        answer = answer_message(parsed.text, finish, reasoning=parsed.reasoning)
         session = self.ensure_saved()
         stored = self._sessions.append(
             session.id,
             [
                 NewMessage(role="user", content=turn.user_text, remember=turn.remember),
-                dataclasses.replace(answer_message(answer, finish), remember=turn.remember),
+                dataclasses.replace(answer, remember=turn.remember),
             ],
         )
-        self.history += [HistoryMessage(m.role, m.content, m.id, m.remember) for m in stored]
+        self.history += history_of(stored)
         self.stats.add(finish)
 
     def apply_overrides(self, overrides: dict[str, Any]) -> None:

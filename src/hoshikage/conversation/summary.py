@@ -56,9 +56,12 @@ class HistoryMessage:
     content: str
     id: int | None = None
     remember: bool = True
+    chat_message: ChatMessage | None = None  # the whole message, with its tool calls
 
     @property
     def chat(self) -> ChatMessage:
+        if self.chat_message is not None:
+            return self.chat_message
         return ChatMessage(self.role, self.content)  # type: ignore[arg-type]
 
 

@@ -135,6 +135,15 @@ class ModelManager:
         for name in list(self._loaded):
             await self._unload(name)
 
+    def resolve(self, name: str) -> ModelSpec:
+        """The model a client's name stands for (UnknownModelError if none)."""
+        return self._resolve(name)
+
+    def loaded_at(self, name: str) -> float | None:
+        """When (wall clock) the model `name` resolves to was loaded; None if it is not."""
+        loaded = self._loaded.get(self._resolve(name).name)
+        return None if loaded is None else loaded.loaded_at
+
     # --- the one entry point -------------------------------------------------------------
     @contextlib.asynccontextmanager
     async def use(

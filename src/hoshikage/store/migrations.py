@@ -137,4 +137,17 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         );
         """,
     ),
+    (
+        "0005_message_tool_calls_and_reasoning",
+        # A turn with tools is more than text: an assistant's calls (a JSON list of
+        # {"id", "name", "arguments"}), which call a tool message answers and the tool's name,
+        # and the thinking an answer came with, kept beside its content (never in it, so that
+        # thinking is neither replayed as the answer nor remembered).
+        """
+        ALTER TABLE messages ADD COLUMN tool_calls TEXT;
+        ALTER TABLE messages ADD COLUMN tool_call_id TEXT;
+        ALTER TABLE messages ADD COLUMN tool_name TEXT;
+        ALTER TABLE messages ADD COLUMN reasoning TEXT;
+        """,
+    ),
 )

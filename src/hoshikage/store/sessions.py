@@ -50,6 +50,11 @@ class NewMessage:
     total_s: float | None = None
     finish_reason: str | None = None
     remember: bool = True  # False: never index this message into long-term memory
+    # An assistant's tool calls as (id, name, arguments JSON); a tool result's call and tool.
+    tool_calls: tuple[tuple[str, str, str], ...] = ()
+    tool_call_id: str | None = None
+    tool_name: str | None = None
+    reasoning: str | None = None  # the thinking an answer came with (not its content)
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,10 @@ _MESSAGE_COLUMNS = (
     "total_s",
     "finish_reason",
     "remember",
+    "tool_calls",
+    "tool_call_id",
+    "tool_name",
+    "reasoning",
 )
 
 
@@ -223,7 +232,7 @@ class SessionStore:
         stored = []
         with self._db.transaction() as conn:
             for message in messages:
-                values = (getattr(message, column) for column in _MESSAGE_COLUMNS)
+                values = (_column_value(message, column) for column in _MESSAGE_COLUMNS)
                 cursor = conn.execute(insert, (session_id, *values))
                 stored.append(
                     MessageRecord(
@@ -298,9 +307,18 @@ def _owned(owner: str | None) -> tuple[str, tuple[object, ...]]:
     return " AND (s.namespace = ? OR substr(s.namespace, 1, ?) = ?)", (owner, len(prefix), prefix)
 
 
+def _column_value(message: NewMessage, column: str) -> Any:
+    if column == "tool_calls":
+        calls = [{"id": i, "name": n, "arguments": a} for i, n, a in message.tool_calls]
+        return json.dumps(calls, ensure_ascii=False) if calls else None
+    return getattr(message, column)
+
+
 def _message_from_row(row: sqlite3.Row) -> MessageRecord:
     data = dict(row)
     data["remember"] = bool(data["remember"])
+    calls = json.loads(data["tool_calls"]) if data["tool_calls"] else []
+    data["tool_calls"] = tuple((c["id"], c["name"], c["arguments"]) for c in calls)
     return MessageRecord(**data)
 
 

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hoshikage.store.database import StoreError
 from hoshikage.store.sessions import (
+    MessageRecord,
     NewMessage,
     SessionNameTaken,
     SessionRecord,
@@ -23,6 +24,12 @@ FORMAT_NAME = "hoshikage-session"
 FORMAT_VERSION = 1
 
 
+class _ToolCallDoc(BaseModel):
+    id: str
+    name: str
+    arguments: str = "{}"  # JSON text of an object, as OpenAI carries it
+
+
 class _MessageDoc(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -32,6 +39,10 @@ class _MessageDoc(BaseModel):
     prompt_tokens: int | None = Field(None, ge=0)
     completion_tokens: int | None = Field(None, ge=0)
     finish_reason: str | None = None
+    tool_calls: list[_ToolCallDoc] = Field(default_factory=list)
+    tool_call_id: str | None = None
+    tool_name: str | None = None
+    reasoning: str | None = None
 
 
 class _SessionDoc(BaseModel):
@@ -71,10 +82,25 @@ def export_session(sessions: SessionStore, session_id: str) -> dict[str, Any]:
                 "prompt_tokens": message.prompt_tokens,
                 "completion_tokens": message.completion_tokens,
                 "finish_reason": message.finish_reason,
+                **tool_fields(message),
             }
             for message in sessions.messages(session_id)
         ],
     }
+
+
+def tool_fields(message: MessageRecord) -> dict[str, Any]:
+    """What a message adds with tools or thinking (absent from plain messages)."""
+    fields: dict[str, Any] = {}
+    if message.tool_calls:
+        fields["tool_calls"] = [
+            {"id": call_id, "name": name, "arguments": arguments}
+            for call_id, name, arguments in message.tool_calls
+        ]
+    for key in ("tool_call_id", "tool_name", "reasoning"):
+        if getattr(message, key) is not None:
+            fields[key] = getattr(message, key)
+    return fields
 
 
 def write_session_file(sessions: SessionStore, session_id: str, path: Path) -> None:
@@ -136,6 +162,10 @@ def import_session_file(
                 completion_tokens=message.completion_tokens,
                 finish_reason=message.finish_reason,
                 created_at=message.timestamp.timestamp() if message.timestamp else time.time(),
+                tool_calls=tuple((c.id, c.name, c.arguments) for c in message.tool_calls),
+                tool_call_id=message.tool_call_id,
+                tool_name=message.tool_name,
+                reasoning=message.reasoning,
             )
             for message in doc.messages
         ],
