@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -109,3 +110,19 @@ def test_completion_prompts_as_token_ids_and_several(client: openai.OpenAI) -> N
         model=STORIES, prompt=["Once upon a time"], n=2, max_tokens=4, temperature=0
     )
     assert [choice.index for choice in pairs.choices] == [0, 1]
+
+
+def test_embeddings_of_token_ids_equal_those_of_their_text(
+    live_server: LiveServer, shared_models: Path
+) -> None:
+    live_server.state.registry.add(
+        shared_models / "all-MiniLM-L6-v2-q8_0.gguf", "minilm", compute_sha256=False
+    )
+    url = live_server.url + "/v1/embeddings"
+    engine_ids = [101, 7592, 2088, 102]  # MiniLM's [CLS] hello world [SEP]
+    by_ids = httpx.post(url, json={"model": "minilm", "input": [engine_ids]}, timeout=60)
+    by_text = httpx.post(url, json={"model": "minilm", "input": "hello world"}, timeout=60)
+    assert by_ids.status_code == 200, by_ids.text
+    first, second = by_ids.json()["data"][0]["embedding"], by_text.json()["data"][0]["embedding"]
+    assert by_ids.json()["usage"]["prompt_tokens"] == 4
+    assert math.isclose(sum(a * b for a, b in zip(first, second, strict=True)), 1.0, abs_tol=1e-4)

@@ -214,11 +214,7 @@ class InferenceService:
             if plan.tool_format is not None:
                 log.debug("tools offered in the %s format", plan.format_label)
             report = built.report if built else None
-            generations = (
-                [engine.generate(prepared, plan.params)]
-                if n == 1
-                else engine.generate_choices(prepared, plan.params, n)
-            )
+            generations = engine.generate_choices(prepared, plan.params, n)
             runs = [
                 TurnRun(
                     model=self.manager.resolve(request.model).name,
@@ -251,11 +247,7 @@ class InferenceService:
             prepared: PreparedPrompt = await asyncio.to_thread(
                 engine.prepare_completion, job.prompt, job.params
             )
-            generations = (
-                [engine.generate(prepared, job.params)]
-                if n == 1
-                else engine.generate_choices(prepared, job.params, n)
-            )
+            generations = engine.generate_choices(prepared, job.params, n)
             runs = [
                 TurnRun(
                     model=self.manager.resolve(job.model).name,
