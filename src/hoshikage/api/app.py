@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hoshikage import __version__
 from hoshikage.api import (
+    anthropic_routes,
     catalogue_routes,
     memory_routes,
     native_routes,
@@ -204,7 +205,9 @@ def _matching_key(request: Request, keys: frozenset[str]) -> str | None:
     """
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer":
-        return None
+        token = request.headers.get("x-api-key", "")  # how Anthropic's clients send it
+        if not token:
+            return None
     sent = token.strip().encode("latin-1")
     found = None
     for key in keys:  # every key is compared, so the time does not say which one matched
@@ -217,6 +220,7 @@ def _include_routes(app: FastAPI) -> None:
     # Only /v1/models/{model_id:path} takes a path; it comes after the other /v1 routes it
     # could otherwise shadow, as it did inside the OpenAI router.
     app.include_router(openai_routes.router)
+    app.include_router(anthropic_routes.router)
     app.include_router(catalogue_routes.router)
     app.include_router(ollama_routes.router)
     app.include_router(pull_routes.router)
@@ -239,12 +243,14 @@ def _install_guards(app: FastAPI, state: AppState) -> None:
                     request,
                     ApiError(
                         401,
-                        "missing or wrong API key: send 'Authorization: Bearer <key>'",
+                        "missing or wrong API key: send 'Authorization: Bearer <key>' (or "
+                        "'x-api-key: <key>')",
                         code="invalid_api_key",
                         headers={"WWW-Authenticate": "Bearer"},
                     ),
                 )
             request.state.admin = key in state.admin_api_keys
+            request.state.api_key = key  # whose sessions and memory (namespace_of)
             if path in ADMIN_PATHS and not request.state.admin:
                 return error_response(request, admin_required(path))
         length = request.headers.get("content-length")

@@ -105,7 +105,8 @@ def namespace_of(request: Request, user: str | None = None) -> str:
     `user` within it, or the local user's when the server has no keys."""
     base = "local"
     if state_of(request).api_keys:
-        token = request.headers.get("authorization", "").partition(" ")[2].strip()
+        # The key the guard matched (sent as a bearer token or as x-api-key).
+        token = getattr(request.state, "api_key", None) or ""
         base = "key:" + hashlib.sha256(token.encode("utf-8")).hexdigest()[:16]
     return f"{base}/user:{user}" if user else base
 

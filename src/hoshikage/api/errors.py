@@ -54,13 +54,31 @@ class ApiError(Exception):
         self.details = details or {}
 
 
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+}
+
+
 def is_ollama_path(path: str) -> bool:
     return path.startswith("/api/") or path == "/api"
+
+
+def is_anthropic_path(path: str) -> bool:
+    return path == "/v1/messages" or path.startswith("/v1/messages/")
 
 
 def error_response(request: Request, error: ApiError) -> JSONResponse:
     if is_ollama_path(request.url.path):
         body: dict[str, object] = {**error.details, "error": error.message}
+    elif is_anthropic_path(request.url.path):
+        kind = _ANTHROPIC_TYPES.get(error.status, "api_error")
+        body = {"type": "error", "error": {**error.details, "type": kind, "message": error.message}}
     else:
         body = {
             "error": {

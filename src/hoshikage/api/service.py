@@ -289,6 +289,16 @@ class InferenceService:
             drop_oldest=self._settings.context_overflow == "drop",
         )
 
+    async def count_tokens(self, request: TurnRequest) -> int:
+        """The prompt tokens a turn would take (tools and tool prompt included)."""
+        check_request(request)
+        check_history(request.messages)
+        async with self.manager.use(request.model, keep_alive=request.keep_alive) as engine:
+            plan = plan_turn(request, engine.template, request.model)
+            return await asyncio.to_thread(
+                engine.count_chat_tokens, plan.messages, render=plan.render
+            )
+
     async def embed(
         self,
         model: str,
