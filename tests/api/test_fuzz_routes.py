@@ -19,6 +19,8 @@ ROUTES = [
     "/v1/chat/completions",
     "/v1/completions",
     "/v1/embeddings",
+    "/v1/messages",
+    "/v1/messages/count_tokens",
     "/v1/sessions",
     "/v1/memory",
     "/api/chat",
@@ -44,7 +46,8 @@ FIELDS = st.sampled_from(
         "temperature", "top_p", "top_k", "min_p", "repeat_penalty", "repeat_last_n", "seed",
         "max_tokens", "stop", "keep_alive", "logit_bias", "response_format", "format",
         "options", "messages", "prompt", "input", "name", "text", "source", "destination",
-        "session_id", "user", "dimensions", "stream", "n", "tools",
+        "session_id", "user", "dimensions", "stream", "n", "tools", "tool_choice",
+        "system", "thinking", "stop_sequences", "logprobs", "top_logprobs",
     ]
 )  # fmt: skip
 BODY = st.fixed_dictionaries(
@@ -80,7 +83,7 @@ def test_no_generated_request_earns_a_5xx(
     fuzzed: tuple[LiveServer, httpx.Client], route: str, body: dict[str, Any]
 ) -> None:
     _, client = fuzzed
-    if route.startswith(("/v1/chat", "/v1/completions")):
+    if route.startswith(("/v1/chat", "/v1/completions", "/v1/messages")):
         body = {**body, "max_tokens": 2} if "max_tokens" not in body else body
     if route in ("/api/chat", "/api/generate"):
         body = {**body, "stream": False, "options": {"num_predict": 2}}
@@ -92,6 +95,9 @@ def test_no_generated_request_earns_a_5xx(
         error = response.json()["error"]
         if route.startswith("/api/"):
             assert isinstance(error, str) and error
+        elif route.startswith("/v1/messages"):  # Anthropic's shape
+            assert response.json()["type"] == "error"
+            assert isinstance(error, dict) and error["message"] and error["type"]
         else:
             assert isinstance(error, dict) and error["message"]
 
