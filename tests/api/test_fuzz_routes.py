@@ -21,6 +21,7 @@ ROUTES = [
     "/v1/embeddings",
     "/v1/messages",
     "/v1/messages/count_tokens",
+    "/v1/responses",
     "/v1/sessions",
     "/v1/memory",
     "/api/chat",
@@ -47,7 +48,8 @@ FIELDS = st.sampled_from(
         "max_tokens", "stop", "keep_alive", "logit_bias", "response_format", "format",
         "options", "messages", "prompt", "input", "name", "text", "source", "destination",
         "session_id", "user", "dimensions", "stream", "n", "tools", "tool_choice",
-        "system", "thinking", "stop_sequences", "logprobs", "top_logprobs",
+        "system", "thinking", "stop_sequences", "logprobs", "top_logprobs", "instructions",
+        "previous_response_id", "max_output_tokens", "store", "text", "reasoning",
     ]
 )  # fmt: skip
 BODY = st.fixed_dictionaries(
@@ -85,6 +87,8 @@ def test_no_generated_request_earns_a_5xx(
     _, client = fuzzed
     if route.startswith(("/v1/chat", "/v1/completions", "/v1/messages")):
         body = {**body, "max_tokens": 2} if "max_tokens" not in body else body
+    if route == "/v1/responses":
+        body = {"input": "Once", "max_output_tokens": 2, **body}
     if route in ("/api/chat", "/api/generate"):
         body = {**body, "stream": False, "options": {"num_predict": 2}}
     response = client.post(

@@ -21,6 +21,7 @@ from hoshikage.api import (
     ollama_routes,
     openai_routes,
     pull_routes,
+    responses_routes,
 )
 from hoshikage.api.deps import EXPOSED_HEADERS, AppState, admin_required, model_resolver
 from hoshikage.api.errors import ApiError, error_response, install_error_handlers
@@ -221,6 +222,7 @@ def _include_routes(app: FastAPI) -> None:
     # could otherwise shadow, as it did inside the OpenAI router.
     app.include_router(openai_routes.router)
     app.include_router(anthropic_routes.router)
+    app.include_router(responses_routes.router)
     app.include_router(catalogue_routes.router)
     app.include_router(ollama_routes.router)
     app.include_router(pull_routes.router)

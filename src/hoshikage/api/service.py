@@ -269,8 +269,9 @@ class InferenceService:
         """A session's turn: stored history (or the client's), memories, summary (a thread)."""
         system = [m.content for m in request.messages if m.role == "system"]
         new = [m for m in request.messages if m.role != "system"]
-        if len(new) == 1:  # only the new message: continue the stored conversation
+        if request.history_stored or len(new) == 1:  # continue the stored conversation
             history = history_of(self.sessions.messages(session.id))
+            history += [HistoryMessage(m.role, m.content, chat_message=m) for m in new[:-1]]
         else:  # the client sent the whole history itself
             history = [HistoryMessage(m.role, m.content, chat_message=m) for m in new[:-1]]
         if not new or new[-1].role != "user":  # not a new question: the history as it is

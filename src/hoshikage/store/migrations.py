@@ -150,4 +150,22 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         ALTER TABLE messages ADD COLUMN reasoning TEXT;
         """,
     ),
+    (
+        "0006_responses",
+        # OpenAI Responses API objects. Their conversation is a session (its turns, memory and
+        # KV cache): a response names the session it was stored in, and previous_response_id
+        # continues that session. `body` is the response object as returned; `input_items`
+        # the items its request added. Deleting the session deletes its responses.
+        """
+        CREATE TABLE responses (
+            id           TEXT PRIMARY KEY,
+            session_id   TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+            namespace    TEXT NOT NULL,
+            created_at   REAL NOT NULL,
+            body         TEXT NOT NULL,
+            input_items  TEXT NOT NULL DEFAULT '[]'
+        );
+        CREATE INDEX responses_by_session ON responses(session_id);
+        """,
+    ),
 )

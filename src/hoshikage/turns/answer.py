@@ -62,6 +62,11 @@ class AnswerParser:
         return "".join(self._text)
 
     @property
+    def open_call_id(self) -> str | None:
+        """The id of the call whose arguments are streaming, if one is."""
+        return None if self._open is None else self._open[1]
+
+    @property
     def reasoning(self) -> str:
         return "".join(self._reasoning)
 

@@ -97,6 +97,9 @@ class TurnRequest:
     session: str | None = None  # a session's id or name: continue it and store the turn
     namespace: str = "local"  # whose memory: an API key's, a `user`'s, or the local user's
     memory: bool = True  # False: recall nothing for this turn and never remember it
+    # The session holds the history: `messages` are only what this turn adds (a Responses
+    # API request continuing from previous_response_id).
+    history_stored: bool = False
 
 
 # --- events ---------------------------------------------------------------------------------
