@@ -136,6 +136,11 @@ def anthropic_agent(spec: ServerSpec, requests: int) -> list[float]:
     return seconds
 
 
+def _warm(spec: ServerSpec) -> None:
+    body = {"model": spec.model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
+    httpx.post(spec.base_url + "/v1/chat/completions", json=body, timeout=TIMEOUT)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer turns")
@@ -151,6 +156,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="hk-bench-agents-") as home:
         ours = hoshikage_spec(model, plan, 1, hoshikage_has_parallel_flag(), Path(home))
         with running(ours):
+            _warm(ours)  # Hoshikage loads on the first request; llama-server at start
             results["hoshikage_responses"] = stateful_chain(ours, turns)
             results["hoshikage_anthropic"] = anthropic_agent(ours, requests)
     llama = llama_server_spec(binaries, model, plan, 1)
