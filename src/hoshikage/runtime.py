@@ -33,6 +33,12 @@ def sampling_defaults(settings: Settings) -> SamplingParams:
     return _from_settings(SamplingParams, settings, stop=tuple(settings.stop))
 
 
+def sampling_with(settings: Settings, **given: Any) -> SamplingParams:
+    """The server's sampling defaults, overridden by the values a request gave (not None)."""
+    chosen = {name: value for name, value in given.items() if value is not None}
+    return dataclasses.replace(sampling_defaults(settings), **chosen)
+
+
 def resolve_model(name: str | None, settings: Settings) -> Path:
     """An alias from the settings, a path to a GGUF file, a model registered in the store
     (`hoshikage models add` / `pull`) or the starter model by its name; an error that says

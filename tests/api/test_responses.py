@@ -13,6 +13,7 @@ import openai
 import pytest
 
 from tests.api.conftest import LiveServer, OpenAIFactory, ServerFactory
+from tests.api.helpers import run_weather_agent
 
 TEMPLATES = Path(__file__).parents[1] / "toolformats" / "templates"
 MODEL = "smollm"
@@ -124,41 +125,6 @@ def test_unknown_previous_response_is_a_404(server: LiveServer) -> None:
 
 
 def test_openai_agents_sdk_runs_a_tool_loop_over_responses(server: LiveServer) -> None:
-    import asyncio
-
-    from agents import (
-        Agent,
-        ModelSettings,
-        OpenAIResponsesModel,
-        Runner,
-        function_tool,
-        set_tracing_disabled,
-    )
-    from openai import AsyncOpenAI
-
-    set_tracing_disabled(True)  # nothing leaves the machine
-    calls: list[str] = []
-
-    @function_tool
-    def weather(city: str) -> str:
-        """The current weather in a city."""
-        calls.append(city)
-        return f"Sunny, 21 degrees in {city}."
-
-    async def run() -> Any:
-        api = AsyncOpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
-        try:
-            agent = Agent(
-                name="weather",
-                instructions="Answer questions about the weather.",
-                model=OpenAIResponsesModel(model=MODEL, openai_client=api),
-                model_settings=ModelSettings(tool_choice="weather", temperature=0, max_tokens=400),
-                tools=[weather],
-            )
-            return await Runner.run(agent, "What is the weather in Paris?", max_turns=3)
-        finally:
-            await api.close()
-
-    result = asyncio.run(run())
+    calls, result = run_weather_agent(server, MODEL, responses=True, max_tokens=400)
     assert calls, "the agent called its tool"
     assert isinstance(result.final_output, str) and result.final_output

@@ -3,7 +3,6 @@ models) and the OpenAI Agents SDK, with SmolLM2-135M-Instruct under Qwen2.5's te
 
 from __future__ import annotations
 
-import asyncio
 import gc
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +14,7 @@ from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.tools import tool
 
 from tests.api.conftest import LiveServer, ServerFactory
+from tests.api.helpers import run_weather_agent
 
 # LangChain's chat models open HTTP clients they never close (they have no close()); their
 # sockets are collected later, wherever the garbage collector happens to run.
@@ -110,39 +110,6 @@ def test_langchain_chat_ollama_round_trip(server: LiveServer) -> None:
 
 
 def test_openai_agents_sdk_runs_a_tool_loop(server: LiveServer) -> None:
-    from agents import (
-        Agent,
-        ModelSettings,
-        OpenAIChatCompletionsModel,
-        Runner,
-        function_tool,
-        set_tracing_disabled,
-    )
-    from openai import AsyncOpenAI
-
-    set_tracing_disabled(True)  # nothing leaves the machine
-    calls: list[str] = []
-
-    @function_tool
-    def weather(city: str) -> str:
-        """The current weather in a city."""
-        calls.append(city)
-        return f"Sunny, 21 degrees in {city}."
-
-    async def run() -> Any:
-        client = AsyncOpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
-        try:
-            agent = Agent(
-                name="weather",
-                instructions="Answer questions about the weather.",
-                model=OpenAIChatCompletionsModel(model=MODEL, openai_client=client),
-                model_settings=ModelSettings(tool_choice="weather", temperature=0, max_tokens=60),
-                tools=[weather],
-            )
-            return await Runner.run(agent, "What is the weather in Paris?", max_turns=3)
-        finally:
-            await client.close()
-
-    result = asyncio.run(run())
+    calls, result = run_weather_agent(server, MODEL, responses=False, max_tokens=60)
     assert calls, "the agent called its tool"
     assert isinstance(result.final_output, str) and result.final_output

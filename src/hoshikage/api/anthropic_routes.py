@@ -11,7 +11,6 @@ turn's events become Anthropic's content blocks, or its server-sent events: `mes
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import secrets
@@ -27,7 +26,7 @@ from hoshikage.api.errors import as_api_error
 from hoshikage.api.service import TurnRun
 from hoshikage.api.streaming import OpenedRun, RunStream, client_gone, wait_or_disconnect
 from hoshikage.engine import SamplingParams
-from hoshikage.runtime import sampling_defaults
+from hoshikage.runtime import sampling_defaults, sampling_with
 from hoshikage.turns.vocabulary import (
     ReasoningDelta,
     TextDelta,
@@ -53,14 +52,14 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def _params(request: Request, body: MessagesRequest) -> SamplingParams:
-    base = sampling_defaults(state_of(request).settings)
-    return dataclasses.replace(
-        base,
-        temperature=base.temperature if body.temperature is None else body.temperature,
-        top_p=base.top_p if body.top_p is None else body.top_p,
-        top_k=base.top_k if body.top_k is None else body.top_k,
+    stops = None if body.stop_sequences is None else tuple(body.stop_sequences)
+    return sampling_with(
+        state_of(request).settings,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        top_k=body.top_k,
         max_tokens=body.max_tokens,
-        stop=base.stop if body.stop_sequences is None else tuple(body.stop_sequences),
+        stop=stops,
     )
 
 

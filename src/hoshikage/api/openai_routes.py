@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import dataclasses
 import logging
 import math
 import struct
@@ -60,7 +59,7 @@ from hoshikage.api.streaming import (
 from hoshikage.config import Settings
 from hoshikage.engine import EngineError, SamplingParams
 from hoshikage.engine.grammar import JSON_OBJECT_GBNF, json_schema_grammar
-from hoshikage.runtime import sampling_defaults
+from hoshikage.runtime import sampling_with
 from hoshikage.turns.vocabulary import (
     TextDelta,
     TurnFinished,
@@ -92,34 +91,30 @@ def sampling_params(
     logprobs: int | None = None,
 ) -> SamplingParams:
     """The server's defaults, overridden by what the request sets."""
-    base = sampling_defaults(settings)
     stops = body.stop_strings()
-    return dataclasses.replace(
-        base,
-        temperature=_given(body.temperature, base.temperature),
-        top_p=_given(body.top_p, base.top_p),
-        top_k=_given(body.top_k, base.top_k),
-        min_p=_given(body.min_p, base.min_p),
-        repeat_penalty=_given(body.repeat_penalty, base.repeat_penalty),
-        repeat_last_n=_given(body.repeat_last_n, base.repeat_last_n),
-        presence_penalty=_given(body.presence_penalty, base.presence_penalty),
-        frequency_penalty=_given(body.frequency_penalty, base.frequency_penalty),
-        seed=base.seed if body.seed is None else body.seed % _SEED_RANGE,
-        max_tokens=_given(answer_limit, base.max_tokens),
-        stop=base.stop if stops is None else tuple(stops),
-        logit_bias=tuple(
-            # OpenAI: -100 "should result in a ban"; a bias of -100 alone may not ban.
-            (int(token), -math.inf if bias <= -BIAS_LIMIT else bias)
-            for token, bias in (body.logit_bias or {}).items()
-        ),
+    biases = tuple(
+        # OpenAI: -100 "should result in a ban"; a bias of -100 alone may not ban.
+        (int(token), -math.inf if bias <= -BIAS_LIMIT else bias)
+        for token, bias in (body.logit_bias or {}).items()
+    )
+    return sampling_with(
+        settings,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        top_k=body.top_k,
+        min_p=body.min_p,
+        repeat_penalty=body.repeat_penalty,
+        repeat_last_n=body.repeat_last_n,
+        presence_penalty=body.presence_penalty,
+        frequency_penalty=body.frequency_penalty,
+        seed=None if body.seed is None else body.seed % _SEED_RANGE,
+        max_tokens=answer_limit,
+        stop=None if stops is None else tuple(stops),
+        logit_bias=biases,
         ignore_eos=body.ignore_eos,
         grammar=_grammar(body.response_format),
         logprobs=logprobs,
     )
-
-
-def _given(value: Any, default: Any) -> Any:
-    return default if value is None else value
 
 
 def _grammar(response_format: ResponseFormat | None) -> str | None:

@@ -11,7 +11,6 @@ session's memory and summaries. Streaming uses the Responses event types, each w
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import secrets
 import time
@@ -28,7 +27,7 @@ from hoshikage.api.service import TurnRun
 from hoshikage.api.streaming import OpenedRun, RunStream, client_gone, wait_or_disconnect
 from hoshikage.engine import SamplingParams
 from hoshikage.engine.grammar import JSON_OBJECT_GBNF, json_schema_grammar
-from hoshikage.runtime import sampling_defaults
+from hoshikage.runtime import sampling_with
 from hoshikage.store import StoreError
 from hoshikage.store.responses import ResponseRecord, ResponseStore
 from hoshikage.store.sessions import owner_of
@@ -46,17 +45,16 @@ router = APIRouter(prefix="/v1", tags=["OpenAI Responses API"])
 
 
 def _params(request: Request, body: ResponsesRequest) -> SamplingParams:
-    base = sampling_defaults(state_of(request).settings)
     grammar = None
     fmt = body.text.format if body.text else None
     if fmt is not None and fmt.type == "json_object":
         grammar = JSON_OBJECT_GBNF
     elif fmt is not None and fmt.type == "json_schema":
         grammar = json_schema_grammar(fmt.schema_ or {"type": "object"})
-    return dataclasses.replace(
-        base,
-        temperature=base.temperature if body.temperature is None else body.temperature,
-        top_p=base.top_p if body.top_p is None else body.top_p,
+    return sampling_with(
+        state_of(request).settings,
+        temperature=body.temperature,
+        top_p=body.top_p,
         max_tokens=body.max_output_tokens,
         grammar=grammar,
     )
@@ -96,7 +94,7 @@ def _reasoning_item(item_id: str, text: str) -> dict[str, Any]:
 
 
 def _message_item(item_id: str, text: str, status: str) -> dict[str, Any]:
-    content = [{"type": "output_text", "text": text, "annotations": []}] if text or status else []
+    content = [{"type": "output_text", "text": text, "annotations": []}]
     return {
         "type": "message",
         "id": item_id,
